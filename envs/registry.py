@@ -1,0 +1,94 @@
+"""Environments by name: ``register`` a game once, ``make`` as many environments as you like.
+
+>>> import envs
+>>> env = envs.make("spy", num_players=5, decision="observer")
+>>> envs.registered()
+['qa_duel', 'spy']
+
+An entry point is a :class:`games.core.Game` subclass or a ``"module:Class"`` string imported on
+first use, so registering costs nothing. Defaults given to ``register`` are overridden by the
+keywords of ``make``; keywords the game's config does not have are refused with the list of
+those it has.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from envs.game_env import GameEnv
+from games.core import Game
+
+#: Keywords of ``make`` that configure the environment rather than the game.
+ENV_OPTIONS = ("render_mode", "max_action_chars", "max_prompt_chars")
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """A registered environment: its name, game class (or import path) and default options."""
+
+    name: str
+    entry_point: type[Game] | str
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    def game_class(self) -> type[Game]:
+        if not isinstance(self.entry_point, str):
+            return self.entry_point
+        module_name, _, attribute = self.entry_point.partition(":")
+        try:
+            game_class = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as error:
+            raise ImportError(f"environment {self.name!r}: cannot import entry point "
+                              f"{self.entry_point!r}: {error}") from error
+        if not (isinstance(game_class, type) and issubclass(game_class, Game)):
+            raise TypeError(f"environment {self.name!r}: {self.entry_point!r} is not a Game class")
+        return game_class
+
+
+_REGISTRY: dict[str, EnvSpec] = {}
+
+
+def register(name: str, entry_point: type[Game] | str, *, replace: bool = False,
+             **defaults: Any) -> EnvSpec:
+    """Register a game under ``name`` with default options for its config."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"an environment name must be a non-empty string, got {name!r}")
+    if name in _REGISTRY and not replace:
+        raise ValueError(f"environment {name!r} is already registered; pass replace=True to "
+                         f"replace it")
+    if not isinstance(entry_point, str) and not (
+            isinstance(entry_point, type) and issubclass(entry_point, Game)):
+        raise TypeError(f"entry_point must be a Game subclass or 'module:Class', got "
+                        f"{entry_point!r}")
+    _REGISTRY[name] = EnvSpec(name, entry_point, dict(defaults))
+    return _REGISTRY[name]
+
+
+def spec(name: str) -> EnvSpec:
+    """The registration of ``name``; unknown names raise a ``KeyError`` listing the known ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown environment {name!r}; registered: {registered()}") from None
+
+
+def registered() -> list[str]:
+    """The names of all registered environments."""
+    return sorted(_REGISTRY)
+
+
+def make(name: str, **overrides: Any) -> GameEnv:
+    """A new environment for ``name``: registered defaults updated with ``overrides``."""
+    env_spec = spec(name)
+    game_class = env_spec.game_class()
+    options = {**env_spec.defaults, **overrides}
+    env_options = {key: options.pop(key) for key in ENV_OPTIONS if key in options}
+    known = [f.name for f in dataclasses.fields(game_class.config_class)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for environment {name!r}; its options: "
+                         f"{known + list(ENV_OPTIONS)}")
+    config = game_class.config_class(**options)
+    return GameEnv(game_class, config, name=name, **env_options)

@@ -1,0 +1,235 @@
+"""QA duel — V-Zero's Questioner and Solver over one unlabeled image.
+
+=================  =====================================================================
+Seats              ``questioner_1``, ``solver_1``
+Phases             ``question`` (one turn), then ``answer`` (``num_answers`` turns, default 10)
+Images             both seats see the same image
+=================  =====================================================================
+
+**Question.** The questioner writes, in this exact format::
+
+    <description>what the image shows</description>
+    <question>The question?
+    A) first option
+    B) second option
+    C) third option
+    D) fourth option</question>
+    <answer>B</answer>
+
+Options are four lines starting ``A)`` .. ``D)`` (``A.``, ``A:`` and ``(A)`` are accepted too), in
+order, after a non-empty question stem; the answer is a single letter, the questioner's
+*intuitive* answer, given without working it out. Anything else is an invalid question: reward
+-1 and the game ends with no answers.
+
+**Answers.** The solver answers ``num_answers`` times, reasoning first and giving the final
+letter in ``\\boxed{}`` (``<answer>X</answer>`` is accepted too). The pseudo-label is the
+majority letter over valid answers (ties go to the earliest letter); its confidence ``c`` is its
+count over *all* answers, invalid ones included (as released). A solver answer earns 1 if it
+matches the pseudo-label, else 0.
+
+**Questioner reward** (``questioner_reward``, pluggable): ``"dual_track"`` (V-Zero):
+``min(c, 1 - c)`` if the intuitive answer equals the majority, else ``0.5·c``; ``"uncertainty"``
+(R-Zero): ``min(c, 1 - c)`` whatever the intuitive answer. Known exploit of dual-track: an easy
+question with a deliberately wrong intuitive answer gets ``0.5·1 = 0.5``, the maximum. V-Zero's
+defence is downstream: the difficulty filter drops such questions from the solver's training.
+
+**Difficulty filter.** A game's ``in_band`` statistic is 1 when ``band[0] <= c <= band[1]``
+(default 0.3 to 0.8); trainers keep only those games' answers for the solver.
+
+**Statistics**: ``valid_question``, ``confidence``, ``agrees`` (intuitive == majority),
+``in_band``, ``valid_answer_rate``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from games.core import Game, Move, PromptTemplates, Turn, check_int, check_number
+from games.images import ImageSource, SceneImage
+from games.parsing import parse_choice, parse_letter, tagged
+
+QUESTION_PROMPT = """\
+Look at this {noun} and write one multiple-choice question about it that takes careful looking \
+and reasoning to answer, with exactly four options of which exactly one is right.
+First describe the {noun} in detail, then write the question with its four options, then give \
+the answer you believe at first sight, without working it out.
+Answer in exactly this format and nothing else:
+<description>what the {noun} shows</description>
+<question>the question
+A) first option
+B) second option
+C) third option
+D) fourth option</question>
+<answer>one letter: A, B, C or D</answer>"""
+
+ANSWER_PROMPT = """\
+Answer this multiple-choice question about the {noun}.
+{question}
+
+Think it through step by step inside <think></think>, then give your final answer as a single \
+letter A, B, C or D inside \\boxed{{}}, for example \\boxed{{C}}."""
+
+PROMPT_FIELDS = {"question": frozenset({"noun"}), "answer": frozenset({"noun", "question"})}
+PROMPTS = PromptTemplates({"question": QUESTION_PROMPT, "answer": ANSWER_PROMPT}, PROMPT_FIELDS)
+NOUNS = {"scenes": "picture", "charts": "chart", "photos": "image"}
+LETTERS = ("A", "B", "C", "D")
+_OPTION = re.compile(r"^\s*\(?([A-D])[).:]\s*(\S.*?)\s*$", re.MULTILINE)
+
+QuestionerReward = Callable[[float, bool], float]
+QUESTIONER_REWARDS: dict[str, QuestionerReward] = {
+    "dual_track": lambda c, agrees: min(c, 1.0 - c) if agrees else 0.5 * c,
+    "uncertainty": lambda c, agrees: min(c, 1.0 - c),
+}
+
+
+@dataclass(frozen=True)
+class Question:
+    """A parsed question: the stem, the four options and the questioner's intuitive letter."""
+
+    stem: str
+    options: dict[str, str]
+    intuitive: str
+
+    def text(self) -> str:
+        return self.stem + "\n" + "\n".join(f"{k}) {v}" for k, v in self.options.items())
+
+
+def parse_question(text: str) -> Question | None:
+    """Read a questioner's answer in the documented format; None if it is not exactly that."""
+    body, answer = tagged(text, "question"), tagged(text, "answer")
+    if body is None or answer is None:
+        return None
+    intuitive = parse_letter(answer)
+    options = _OPTION.findall(body)
+    if intuitive is None or len(answer) > 3 or [k for k, _ in options] != list(LETTERS):
+        return None
+    stem = " ".join(body[: _OPTION.search(body).start()].split())
+    if not stem:
+        return None
+    return Question(stem, {k: " ".join(v.split()) for k, v in options}, intuitive)
+
+
+@dataclass
+class QADuelConfig:
+    """Options of :class:`QADuelGame` (see the module docstring)."""
+
+    num_answers: int = 10
+    questioner_reward: str | QuestionerReward = "dual_track"
+    band: tuple[float, float] = (0.3, 0.8)
+    images: dict[str, Any] = field(default_factory=lambda: {"source": "clevr"})
+    prompts: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_int("num_answers", self.num_answers, 1)
+        if isinstance(self.questioner_reward, str):
+            if self.questioner_reward not in QUESTIONER_REWARDS:
+                raise ValueError(f"questioner_reward must be one of {sorted(QUESTIONER_REWARDS)} "
+                                 f"or a callable, got {self.questioner_reward!r}")
+        elif not callable(self.questioner_reward):
+            raise ValueError("questioner_reward must be a name or a callable (c, agrees) -> float")
+        self.band = tuple(self.band)
+        if len(self.band) != 2:
+            raise ValueError(f"band must be (low, high), got {self.band!r}")
+        for bound in self.band:
+            check_number("band", bound, minimum=0)
+        if not self.band[0] <= self.band[1] <= 1:
+            raise ValueError(f"band must satisfy 0 <= low <= high <= 1, got {self.band!r}")
+        self.templates = PROMPTS.with_overrides(self.prompts)
+
+    def reward_rule(self) -> QuestionerReward:
+        rule = self.questioner_reward
+        return QUESTIONER_REWARDS[rule] if isinstance(rule, str) else rule
+
+
+class QADuelGame(Game):
+    """One question and its answers; see the module docstring for the rules."""
+
+    name = "qa_duel"
+    config_class = QADuelConfig
+    needs = "images"
+    config: QADuelConfig
+
+    def __init__(self, config: QADuelConfig, source: ImageSource, rng: np.random.Generator,
+                 game_id: str):
+        super().__init__(config, source, rng, game_id)
+        self.image: SceneImage = source.sample_image(rng)
+        self._noun = NOUNS.get(source.domain, "image")
+        self.question: Question | None = None
+        self.pseudo_label: str | None = None
+        self._stats: dict[str, float] = {}
+        self._rewards: dict[str, float] = {}
+        prompt = config.templates.render("question", noun=self._noun)
+        context = {"game": "qa_duel", "role": "questioner", "scene": self.image.description}
+        self._ask("questioner_1", "questioner", "question", 0, prompt, (self.image.image,),
+                  context)
+
+    @classmethod
+    def seats(cls, config: QADuelConfig) -> tuple[str, ...]:
+        return ("questioner_1", "solver_1")
+
+    @property
+    def roles(self) -> dict[str, str]:
+        return {"questioner_1": "questioner", "solver_1": "solver"}
+
+    @property
+    def seat_images(self) -> dict[str, tuple[np.ndarray, ...]]:
+        return {"questioner_1": (self.image.image,), "solver_1": (self.image.image,)}
+
+    def _judge(self, turn: Turn, text: str | None) -> Move:
+        if turn.phase == "question":
+            self.question = None if text is None else parse_question(text)
+            if self.question is None:
+                return Move(turn, text or "", valid=False, shown="invalid question", reward=-1.0)
+            shown = f"{self.question.text()}\n(intuitive answer: {self.question.intuitive})"
+            return Move(turn, text, valid=True, shown=shown, value=self.question.intuitive)
+        letter = None if text is None else parse_choice(text)
+        return Move(turn, text or "", valid=letter is not None,
+                    shown=f"answer: {letter}" if letter else "invalid answer", value=letter)
+
+    def _advance(self) -> None:
+        if self.question is not None and not self.moves_of(phase="answer"):
+            prompt = self.config.templates.render("answer", noun=self._noun,
+                                                  question=self.question.text())
+            context = {"game": "qa_duel", "role": "solver", "scene": self.image.description,
+                       "question": self.question.stem, "options": self.question.options}
+            for _ in range(self.config.num_answers):
+                self._ask("solver_1", "solver", "answer", 0, prompt, (self.image.image,), context)
+            return
+        self._finish()
+
+    def _finish(self) -> None:
+        answers = self.moves_of(phase="answer")
+        counts = Counter(m.value for m in answers if m.valid)
+        label = min(counts, key=lambda k: (-counts[k], k)) if counts else None
+        confidence = counts[label] / len(answers) if label else 0.0
+        agrees = self.question is not None and label == self.question.intuitive
+        question_move = self.moves[0]
+        if self.question is not None:
+            question_move.reward = float(self.config.reward_rule()(confidence, agrees))
+        for move in answers:
+            move.reward = float(label is not None and move.value == label)
+        self._rewards = {"questioner_1": question_move.reward,
+                         "solver_1": float(np.mean([m.reward for m in answers])) if answers
+                         else 0.0}
+        low, high = self.config.band
+        self._stats = {
+            "valid_question": float(self.question is not None),
+            "confidence": confidence,
+            "agrees": float(agrees),
+            "in_band": float(self.question is not None and low <= confidence <= high),
+            "valid_answer_rate": (sum(m.valid for m in answers) / len(answers)) if answers
+            else 0.0,
+        }
+        self.pseudo_label = label
+
+    def seat_rewards(self) -> dict[str, float]:
+        return dict(self._rewards)
+
+    def stats(self) -> dict[str, float]:
+        return dict(self._stats)

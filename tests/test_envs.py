@@ -1,0 +1,172 @@
+"""The PettingZoo environments: PettingZoo's own tests, bad actions, determinism, the registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from pettingzoo.test import api_test, seed_test
+
+import envs
+from envs.spaces import FreeText, ImageArray
+
+CONFIGS = Path(__file__).parent.parent / "configs" / "env"
+VARIANTS = [
+    ("spy", {}),
+    ("spy", {"decision": "observer", "observer_samples": 3}),
+    ("spy", {"spy_image": "blank", "num_players": 5, "images": {"source": "charts"}}),
+    ("qa_duel", {"num_answers": 3}),
+]
+
+
+@pytest.mark.parametrize(("name", "options"), VARIANTS)
+def test_pettingzoo_api(name, options):
+    api_test(envs.make(name, **options), num_cycles=300)
+
+
+@pytest.mark.parametrize(("name", "options"), VARIANTS)
+def test_pettingzoo_seed(name, options):
+    seed_test(lambda: envs.make(name, **options), num_cycles=100)
+
+
+def test_every_registered_env_has_a_config_file_that_makes_it():
+    for name in envs.registered():
+        config = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+        env = envs.make(**config)
+        env.reset(seed=0)
+        assert env.agents
+
+
+def play(env, actions, seed=0):
+    """Play one game, giving every live agent the next action from ``actions``."""
+    env.reset(seed=seed)
+    turns = []
+    actions = iter(actions)
+    for agent in env.agent_iter():
+        observation, _, terminated, truncated, info = env.last()
+        if terminated or truncated:
+            env.step(None)
+            continue
+        assert env.observation_space(agent).contains(observation)
+        turns.append((info, observation))
+        env.step(next(actions))
+    return turns
+
+
+GARBAGE = ["", "x" * 20000, b"\\boxed{1}", None, 3, {"a": 1}, "\x00\\boxed{2}",
+           "\ud800\\boxed{2}", "\\boxed{", "}\\boxed{}{", "\\boxed{\\boxed{\\boxed{"]
+
+
+@pytest.mark.parametrize("garbage", GARBAGE, ids=range(len(GARBAGE)))
+@pytest.mark.parametrize("name", ["spy", "qa_duel"])
+def test_garbage_actions_are_penalised_not_raised(name, garbage):
+    env = envs.make(name)
+    turns = play(env, [garbage] * 100)
+    game = env.game
+    assert game.done and turns
+    assert not any(m.valid for m in game.moves)
+    for move in game.moves:
+        assert np.isfinite(move.reward)
+    if name == "spy":
+        assert all(m.reward < 0 for m in game.moves)  # invalid clues and votes both cost
+    else:
+        assert game.seat_rewards()["questioner_1"] == -1.0
+
+
+def test_turn_infos_and_final_infos():
+    env = envs.make("spy", decision="observer", observer_samples=2)
+    env.reset(seed=3)
+    seen = []
+    for agent in env.agent_iter():
+        _, reward, terminated, _, info = env.last()
+        if terminated:
+            assert {"return", "stats", "turn_rewards", "role"} <= set(info)
+            assert reward == pytest.approx(info["return"])
+            assert sum(info["turn_rewards"].values()) == pytest.approx(
+                sum(m.reward for m in env.game.moves_of(agent)))
+            env.step(None)
+            continue
+        assert {"game_id", "turn", "seat", "role", "phase", "round"} <= set(info)
+        assert info["seat"] == agent
+        seen.append((info["phase"], info["round"], info["role"]))
+        env.step("reasoning \\boxed{1}" if info["phase"] == "decision" else "\\boxed{a cube}")
+    assert [p for p, _, _ in seen] == ["clue"] * 8 + ["decision"] * 2
+    assert {r for _, r, _ in seen} == {0, 1, 2}
+    assert env.game.stats()["vote_accuracy"] in (0.0, 0.5, 1.0)
+
+
+def test_observation_carries_prompt_images_phase_and_context():
+    env = envs.make("spy")
+    env.reset(seed=1)
+    observation = env.observe(env.agent_selection)
+    assert "Player 1" in observation["prompt"]
+    assert observation["phase"] == "clue"
+    (image,) = observation["images"]
+    assert image.dtype == np.uint8 and image.shape == (240, 320, 3)
+    context = json.loads(observation["context"])
+    assert context["player"] == 1 and context["scene"]["objects"]
+    idle = env.observe("player_3")
+    assert idle["prompt"] == "" and idle["images"] == ()
+
+
+def test_same_seed_same_games_different_seed_different_games():
+    def prompts(seed):
+        return [obs["prompt"] for _, obs in play(envs.make("spy"), ["\\boxed{x}"] * 50, seed)]
+
+    assert prompts(7) == prompts(7)
+    assert prompts(7) != prompts(8)
+
+
+def test_games_continue_after_reset_without_seed():
+    env = envs.make("qa_duel")
+    env.reset(seed=0)
+    first = env.game.game_id
+    env.reset()
+    assert env.game.game_id != first
+
+
+def test_registry_errors():
+    with pytest.raises(KeyError, match="registered: .*qa_duel.*spy"):
+        envs.make("spyy")
+    with pytest.raises(ValueError, match="unknown option.*num_player"):
+        envs.make("spy", num_player=4)
+    with pytest.raises(ValueError, match="already registered"):
+        envs.register("spy", "games.spy:SpyGame")
+    with pytest.raises(TypeError, match="entry_point"):
+        envs.register("broken", object)
+    envs.register("missing", "no_such_module:Game")
+    with pytest.raises(ImportError, match="no_such_module"):
+        envs.make("missing")
+    envs.register("not_a_game", "json:dumps")
+    with pytest.raises(TypeError, match="not a Game"):
+        envs.make("not_a_game")
+    with pytest.raises(ValueError, match="render_mode"):
+        envs.make("spy", render_mode="human")
+    with pytest.raises(ValueError, match="num_players"):
+        envs.make("spy", num_players=1)
+    with pytest.raises(ValueError, match="unknown image source|clevrr"):
+        envs.make("spy", images={"source": "clevrr"})
+
+
+def test_spy_refuses_a_folder_of_single_images(tmp_path):
+    from PIL import Image
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    with pytest.raises(ValueError, match="pairs"):
+        envs.make("spy", images={"source": "image_folder", "path": str(tmp_path)})
+    env = envs.make("qa_duel", images={"source": "image_folder", "path": str(tmp_path)})
+    env.reset(seed=0)
+
+
+def test_spaces():
+    text = FreeText(10)
+    assert text.contains("a, b! ü") and not text.contains("x" * 11) and not text.contains(b"a")
+    assert text.contains(text.sample())
+    image = ImageArray(max_side=100)
+    assert image.contains(np.zeros((5, 7, 3), np.uint8))
+    assert not image.contains(np.zeros((5, 7), np.uint8))
+    assert not image.contains(np.zeros((5, 7, 3), np.float32))
+    assert not image.contains(np.zeros((101, 7, 3), np.uint8))
+    assert image.contains(image.sample())
