@@ -64,6 +64,9 @@ class GameEnv(AECEnv):
         self._rng: np.random.Generator | None = None
         self.game: Game | None = None
         self._observations: dict[int, dict[str, Any]] = {}
+        # id of a turn's context -> its JSON, per game (the game keeps the contexts alive, so
+        # their ids are not reused before the next reset clears this)
+        self._contexts: dict[int, str] = {}
 
     def observation_space(self, agent: str) -> spaces.Dict:
         return self._observation_spaces[agent]
@@ -77,6 +80,7 @@ class GameEnv(AECEnv):
         game_id = f"{self.metadata['name']}-{int(self._rng.integers(1 << 62)):016x}"
         self.game = self.game_class(self.config, self.source, self._rng, game_id)
         self._observations = {}
+        self._contexts = {}
         self.agents = list(self.possible_agents)
         self.rewards = dict.fromkeys(self.agents, 0.0)
         self._cumulative_rewards = dict.fromkeys(self.agents, 0.0)
@@ -93,8 +97,11 @@ class GameEnv(AECEnv):
             return {"prompt": "", "images": (), "phase": "", "context": "{}"}
         observation = self._observations.get(turn.index)
         if observation is None:
+            context = self._contexts.get(id(turn.context))
+            if context is None:  # turns that share a context (repeated samples) share its JSON
+                context = self._contexts[id(turn.context)] = json.dumps(turn.context)
             observation = {"prompt": turn.prompt, "images": turn.images, "phase": turn.phase,
-                           "context": json.dumps(turn.context)}
+                           "context": context}
             self._observations[turn.index] = observation
         return observation
 

@@ -356,9 +356,11 @@ def render_replay_html(game: Game) -> str:
 
 def save_replay(game: Game, path: str | Path) -> Path:
     """Write the game's replay to ``path``: a picture for ``.png``, a page for ``.html`` or
-    ``.htm``; any other suffix raises ``ValueError``. Returns the path."""
+    ``.htm``; any other suffix raises ``ValueError``. Missing folders are made. Returns the path."""
     path = Path(path)
     suffix = path.suffix.lower()
+    if suffix in (".png", ".html", ".htm"):
+        path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".png":
         render_replay(game).save(path, format="PNG")
     elif suffix in (".html", ".htm"):

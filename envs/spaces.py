@@ -19,7 +19,7 @@ SAMPLE_CHARSET = frozenset(string.printable) | frozenset("éüßçñøå—–�
 
 
 class FreeText(spaces.Text):
-    """Any string of ``min_length`` to ``max_length`` characters; samples from ``SAMPLE_CHARSET``."""
+    """Any string of min_length to max_length characters; samples come from SAMPLE_CHARSET."""
 
     def __init__(self, max_length: int, *, min_length: int = 0, seed: int | None = None):
         super().__init__(max_length, min_length=min_length, charset=SAMPLE_CHARSET, seed=seed)

@@ -141,7 +141,7 @@ class Game(ABC):
     def _judge(self, turn: Turn, text: str | None) -> Move:
         """Parse ``text`` as an answer to ``turn`` and record its effect on the game."""
 
-    def _advance(self) -> None:
+    def _advance(self) -> None:  # noqa: B027 - an optional hook; by default the game just ends
         """Called when every pending turn is answered: open the next phase's turns, or, if the
         game is over, put the final rewards on the moves. By default the game ends."""
 
@@ -157,8 +157,8 @@ class Game(ABC):
 
     def moves_of(self, seat: str | None = None, phase: str | None = None) -> list[Move]:
         """The moves made so far, optionally only those of one seat and/or one phase."""
-        return [m for m in self.moves
-                if (seat is None or m.turn.seat == seat) and (phase is None or m.turn.phase == phase)]
+        return [m for m in self.moves if (seat is None or m.turn.seat == seat)
+                and (phase is None or m.turn.phase == phase)]
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

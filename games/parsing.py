@@ -19,7 +19,11 @@ def last_boxed(text: str) -> str | None:
     """The content of the last complete ``\\boxed{...}`` (nested braces allowed), stripped."""
     start = text.rfind(_BOXED)
     while start != -1:
-        depth, i = 1, start + len(_BOXED)
+        begin = start + len(_BOXED)
+        close, nested = text.find("}", begin), text.find("{", begin)
+        if close != -1 and (nested == -1 or nested > close):  # the common case: no nesting
+            return text[begin:close].strip()
+        depth, i = 1, begin
         while i < len(text) and depth:
             depth += {"{": 1, "}": -1}.get(text[i], 0)
             i += 1

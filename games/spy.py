@@ -256,7 +256,7 @@ class SpyGame(Game):
 
     def _finish(self) -> None:
         votes = [m.value for m in self.moves_of(phase="decision")]
-        received = {p: sum(1 for v in votes if v == p) for p in range(1, self.config.num_players + 1)}
+        received = {p: votes.count(p) for p in range(1, self.config.num_players + 1)}
         clue_rewards = self._clue_rewards(received)
         penalty = self.config.invalid_clue_penalty
         for move in self.moves:
