@@ -8,7 +8,6 @@ and, once finished, puts a reward on every :class:`Move`. Environments drive gam
 
 from __future__ import annotations
 
-import math
 import string
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -159,26 +158,6 @@ class Game(ABC):
         """The moves made so far, optionally only those of one seat and/or one phase."""
         return [m for m in self.moves if (seat is None or m.turn.seat == seat)
                 and (phase is None or m.turn.phase == phase)]
-
-
-def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    """Raise a clear ``ValueError`` unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-
-
-def check_int(name: str, value: Any, minimum: int) -> None:
-    """Raise a clear ``ValueError`` unless ``value`` is an integer >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def check_number(name: str, value: Any, minimum: float | None = None) -> None:
-    """Raise a clear ``ValueError`` unless ``value`` is a finite number (>= ``minimum``)."""
-    if (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
-            or (minimum is not None and value < minimum)):
-        bound = "" if minimum is None else f" >= {minimum}"
-        raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,8 @@ from typing import Any
 
 import numpy as np
 
-from games.core import Game, Move, PromptTemplates, Turn, check_int, check_number
+from games.checks import check_int, check_number
+from games.core import Game, Move, PromptTemplates, Turn
 from games.images import ImageSource, SceneImage
 from games.parsing import parse_choice, parse_letter, tagged
 

@@ -47,7 +47,8 @@ from typing import Any
 
 import numpy as np
 
-from games.core import Game, Move, PromptTemplates, Turn, check_choice, check_int, check_number
+from games.checks import check_choice, check_int, check_number
+from games.core import Game, Move, PromptTemplates, Turn
 from games.images import ImagePair, ImageSource
 from games.parsing import last_boxed, parse_vote, text_before_last_boxed
 
