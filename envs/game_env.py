@@ -6,6 +6,9 @@ after another and none sees the others' answers, so the AEC order changes nothin
 alternates sequential and simultaneous phases does not fit PettingZoo's Parallel API (every live
 agent acts at every step there), so there is none: batching happens across games instead.
 
+The image source is built from the config's ``images`` option, or passed built as ``source=``
+(environments that share one source share its pool, its folder scan and its caches).
+
 Observation (a ``Dict``): ``prompt`` (text for the model), ``images`` (tuple of ``(H, W, 3)``
 uint8 arrays), ``phase`` and ``context`` (the turn in structured form, as JSON, for scripted
 agents). A seat with no pending turn observes an empty prompt. Actions are free text. Anything
@@ -29,7 +32,7 @@ from pettingzoo import AECEnv
 from envs.render import render_replay, render_transcript
 from envs.spaces import FreeText, ImageArray
 from games.core import Game, Turn
-from games.images import make_source
+from games.images import ImageSource, make_source
 
 
 class GameEnv(AECEnv):
@@ -39,7 +42,7 @@ class GameEnv(AECEnv):
 
     def __init__(self, game_class: type[Game], config: Any, *, name: str | None = None,
                  render_mode: str | None = None, max_action_chars: int = 16384,
-                 max_prompt_chars: int = 65536):
+                 max_prompt_chars: int = 65536, source: ImageSource | None = None):
         super().__init__()
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, "
@@ -48,8 +51,10 @@ class GameEnv(AECEnv):
         self.render_mode = render_mode
         self.game_class, self.config = game_class, config
         self.max_action_chars = max_action_chars
-        source_options = dict(config.images)
-        self.source = make_source(source_options.pop("source", "clevr"), **source_options)
+        if source is None:  # else a source built once is shared by many environments
+            source_options = dict(config.images)
+            source = make_source(source_options.pop("source", "clevr"), **source_options)
+        self.source = source
         if game_class.needs not in self.source.provides:
             raise ValueError(f"{game_class.name} needs {game_class.needs} but the image source "
                              f"{type(self.source).__name__} only provides {self.source.provides}")
@@ -95,15 +100,7 @@ class GameEnv(AECEnv):
         turn = self._turn_of(agent)
         if turn is None:
             return {"prompt": "", "images": (), "phase": "", "context": "{}"}
-        observation = self._observations.get(turn.index)
-        if observation is None:
-            context = self._contexts.get(id(turn.context))
-            if context is None:  # turns that share a context (repeated samples) share its JSON
-                context = self._contexts[id(turn.context)] = json.dumps(turn.context)
-            observation = {"prompt": turn.prompt, "images": turn.images, "phase": turn.phase,
-                           "context": context}
-            self._observations[turn.index] = observation
-        return observation
+        return self._observation_of(turn)
 
     def step(self, action: Any) -> None:
         agent = self.agent_selection
@@ -119,6 +116,15 @@ class GameEnv(AECEnv):
         else:
             self._select_next_turn()
 
+    def pending_turns(self) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+        """Every turn that can be played now, as (agent, observation, info), in the order
+        :meth:`step` takes them. They are simultaneous: answering them one after another with
+        ``step`` is the AEC loop, so a runner may ask a model for all of them in one batch."""
+        if self.game is None or self.game.done:
+            return []
+        return [(turn.seat, self._observation_of(turn), turn.info())
+                for turn in self.game.pending()]
+
     def render(self) -> str | np.ndarray | None:
         if self.render_mode is None or self.game is None:
             return None
@@ -130,6 +136,17 @@ class GameEnv(AECEnv):
         self.game = None
 
     # ----- internals -----
+
+    def _observation_of(self, turn: Turn) -> dict[str, Any]:
+        observation = self._observations.get(turn.index)
+        if observation is None:
+            context = self._contexts.get(id(turn.context))
+            if context is None:  # turns that share a context (repeated samples) share its JSON
+                context = self._contexts[id(turn.context)] = json.dumps(turn.context)
+            observation = {"prompt": turn.prompt, "images": turn.images, "phase": turn.phase,
+                           "context": context}
+            self._observations[turn.index] = observation
+        return observation
 
     def _turn_of(self, agent: str) -> Turn | None:
         return next((t for t in self.game.pending() if t.seat == agent), None)

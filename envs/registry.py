@@ -22,7 +22,7 @@ from envs.game_env import GameEnv
 from games.core import Game
 
 #: Keywords of ``make`` that configure the environment rather than the game.
-ENV_OPTIONS = ("render_mode", "max_action_chars", "max_prompt_chars")
+ENV_OPTIONS = ("render_mode", "max_action_chars", "max_prompt_chars", "source")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from PIL import Image
 
 import envs
 from agents import SCRIPTED, Agent, Completion, RandomAgent, make_agent, scripted_agent
-from agents.arena import GameRecord, play, summarize
+from agents.arena import summarize
+from agents.rollout import RolloutRunner
 from agents.scripted.phrases import (
     chart_fact,
     object_phrase,
@@ -21,6 +22,7 @@ from agents.scripted.phrases import (
 )
 from agents.scripted.qa_duel import solve, write_question
 from agents.scripted.spy import ScriptedSpyAgent, clue_verdict, vote
+from agents.trajectory import GameResult
 from games.images import ChartSource, ClevrSource
 from games.parsing import parse_choice
 from games.spy import INVALID_CLUE
@@ -37,13 +39,18 @@ CHART = {"kind": "chart", "chart_type": "bar", "title": "Sales by Fruit",
              {"label": "Cherry", "value": 30, "colour": "red"}]}
 
 
-def self_play(game: str, num_games: int, seed: int = 0, **options) -> list[GameRecord]:
+def play(game: str, agents, num_games: int, seed: int = 0, **options) -> list[GameResult]:
+    """``num_games`` games of ``game``, four at a time, through the rollout runner."""
+    runner = RolloutRunner(lambda: envs.make(game, **options), agents, parallel_games=4)
+    return runner.run(num_games, seed=seed)
+
+
+def self_play(game: str, num_games: int, seed: int = 0, **options) -> list[GameResult]:
     """``num_games`` games of ``game`` with one scripted agent in every seat."""
-    env = envs.make(game, **options)
-    return play(env, scripted_agent(game, seed=seed), num_games, seed=seed)
+    return play(game, scripted_agent(game, seed=seed), num_games, seed=seed, **options)
 
 
-def mean_stat(records: list[GameRecord], name: str) -> float:
+def mean_stat(records: list[GameResult], name: str) -> float:
     return float(np.mean([record.stats[name] for record in records]))
 
 
@@ -117,10 +124,9 @@ def test_voter_never_votes_for_itself_and_abstains_when_nothing_stands_out():
 @pytest.mark.parametrize("source", ["clevr", "charts"])
 @pytest.mark.parametrize("decision", ["civilians", "observer"])
 def test_scripted_spy_players_only_make_valid_moves(source, decision):
-    env = envs.make("spy", decision=decision, images={"source": source})
-    records = play(env, ScriptedSpyAgent(seed=0), 10, seed=0)
+    records = play("spy", ScriptedSpyAgent(seed=0), 10, decision=decision,
+                   images={"source": source})
     assert mean_stat(records, "invalid_clue_rate") == mean_stat(records, "invalid_vote_rate") == 0
-    assert all(move.valid for move in env.unwrapped.game.moves)
 
 
 @pytest.mark.parametrize("decision", ["civilians", "observer"])
@@ -162,10 +168,9 @@ def test_scripted_qa_duel_is_valid_and_the_majority_is_the_truth(source):
     records = self_play("qa_duel", 20, images={"source": source})
     assert mean_stat(records, "valid_question") == mean_stat(records, "valid_answer_rate") == 1
     assert 0.5 <= mean_stat(records, "agrees") <= 0.9  # intuition is right 70% of the time
-    env = envs.make("qa_duel", images={"source": source})
     sure = make_agent("scripted", game="qa_duel", seed=0, intuition_accuracy=1.0,
                       solver_accuracy=1.0)
-    records = play(env, sure, 20, seed=0)
+    records = play("qa_duel", sure, 20, images={"source": source})
     assert mean_stat(records, "agrees") == mean_stat(records, "confidence") == 1
 
 
@@ -199,8 +204,8 @@ def test_scripted_agents_play_images_without_descriptions(tmp_path):
 # ----- the random agent -----
 
 def test_random_agent_makes_valid_and_invalid_moves_and_games_still_finish():
-    spy = play(envs.make("spy"), RandomAgent(seed=0), 30, seed=0)
-    qa = play(envs.make("qa_duel"), RandomAgent(seed=0), 60, seed=0)
+    spy = play("spy", RandomAgent(seed=0), 30)
+    qa = play("qa_duel", RandomAgent(seed=0), 60)
     assert len(spy) == 30 and len(qa) == 60
     for name in ("invalid_clue_rate", "invalid_vote_rate", "na_rate"):
         assert 0 < mean_stat(spy, name) < 1
@@ -222,9 +227,8 @@ def test_random_agent_respects_max_chars():
 
 def test_the_same_seeds_replay_the_same_games():
     def transcript(agent_seed: int) -> list[str]:
-        env = envs.make("spy")
-        play(env, make_agent("scripted", game="spy", seed=agent_seed), 3, seed=0)
-        return [move.text for move in env.unwrapped.game.moves]
+        results = play("spy", make_agent("scripted", game="spy", seed=agent_seed), 3)
+        return [turn.text for result in results for turn in result.turns]
 
     assert transcript(0) == transcript(0)
     assert [c.text for c in RandomAgent(seed=3).act([{}] * 20)] == [
@@ -237,22 +241,22 @@ def test_the_same_seeds_replay_the_same_games():
 # ----- the arena -----
 
 def test_play_gives_each_seat_its_own_agent_and_records_every_seat():
-    env = envs.make("spy", decision="observer")
-    agents = {seat: scripted_agent("spy", seed=i) for i, seat in enumerate(env.possible_agents)}
-    [record] = play(env, agents, 1, seed=0)
-    assert set(record.returns) == set(record.roles) == set(env.possible_agents)
+    seats = envs.make("spy", decision="observer").possible_agents
+    agents = {seat: scripted_agent("spy", seed=i) for i, seat in enumerate(seats)}
+    [record] = play("spy", agents, 1, decision="observer")
+    assert set(record.returns) == set(record.roles) == set(seats)
     assert sorted(record.roles.values()).count("spy") == 1
     assert record.game_id.startswith("spy-") and "spy_caught" in record.stats
     with pytest.raises(ValueError, match="observer_1"):
-        play(env, {seat: agents[seat] for seat in env.possible_agents[:-1]}, 1)
+        play("spy", {seat: agents[seat] for seat in seats[:-1]}, 1, decision="observer")
 
 
 def test_summarize_averages_returns_by_role_and_every_stat():
     records = [
-        GameRecord("g1", {"p1": 1.0, "p2": -1.0, "p3": 0.0},
-                   {"p1": "civilian", "p2": "spy", "p3": "civilian"}, {"spy_caught": 1.0}),
-        GameRecord("g2", {"p1": 0.0, "p2": 2.0, "p3": -1.0},
-                   {"p1": "spy", "p2": "civilian", "p3": "civilian"}, {"spy_caught": 0.0}),
+        GameResult("g1", "spy", {"p1": "civilian", "p2": "spy", "p3": "civilian"},
+                   {"p1": 1.0, "p2": -1.0, "p3": 0.0}, {"spy_caught": 1.0}, []),
+        GameResult("g2", "spy", {"p1": "spy", "p2": "civilian", "p3": "civilian"},
+                   {"p1": 0.0, "p2": 2.0, "p3": -1.0}, {"spy_caught": 0.0}, []),
     ]
     assert summarize(records) == {"games": 2.0, "return/civilian": 0.5, "return/spy": -0.5,
                                   "spy_caught": 0.5}

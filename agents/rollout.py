@@ -1,0 +1,149 @@
+"""Play many games at once and record exact trajectories.
+
+The runner keeps ``parallel_games`` environments going. At every step it gathers every turn that
+can be played now in every game (a game in a simultaneous phase offers several), asks each agent
+once for all of its turns — one batched call per agent and step — and steps the games with the
+answers. A finished game is replaced by a new one at once, so batches stay full to the end.
+
+Why lockstep rather than async tasks: a game's turns are sequential (the next prompt exists only
+once the last answer is in), so what keeps a GPU busy is many games per call, which lockstep gives
+as well as an async pool; the order of calls, and so every result, is reproducible from the seed;
+and vLLM's in-process ``LLM.generate`` is itself one synchronous batch call. What lockstep loses is
+the overlap of a slow straggler in one call with the next call's work: with answers of very
+different lengths an async server pool (``vllm serve`` plus many requests) recovers it.
+
+Game ``i`` of a run is reset with ``seed + i``, whatever the parallelism, so a run replays exactly.
+Every turn is recorded as a :class:`~agents.trajectory.TurnRecord` with the exact token ids and
+sampler log-probs the agent returned (no re-tokenisation anywhere).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.base import Agent, Completion
+from agents.trajectory import GameResult, TurnRecord
+from envs import GameEnv
+
+
+@dataclass
+class RolloutTimings:
+    """Where a run's wall time went: inside the agents' calls, and everything else."""
+
+    total_seconds: float = 0.0
+    agent_seconds: float = 0.0
+    agent_calls: int = 0
+    turns: int = 0
+
+    @property
+    def outside_agents_share(self) -> float:
+        """The share of wall time spent outside the agents (environments and orchestration)."""
+        return 1.0 - self.agent_seconds / self.total_seconds if self.total_seconds else 0.0
+
+
+@dataclass
+class _Slot:
+    """One environment of the runner and the game it is playing."""
+
+    env: GameEnv
+    number: int
+    turns: dict[int, TurnRecord] = field(default_factory=dict)
+
+
+class RolloutRunner:
+    """Plays games of ``make_env()`` with ``agents`` (one per seat, or one shared policy)."""
+
+    def __init__(self, make_env: Callable[[], GameEnv], agents: Agent | dict[str, Agent],
+                 parallel_games: int = 64, agent_names: dict[str, str] | None = None):
+        if parallel_games < 1:
+            raise ValueError(f"parallel_games must be >= 1, got {parallel_games}")
+        self.make_env = make_env
+        self.parallel_games = parallel_games
+        self._envs: list[GameEnv] = []
+        seats = make_env().possible_agents
+        if isinstance(agents, Agent):
+            agents = dict.fromkeys(seats, agents)
+        missing = sorted(set(seats) - set(agents))
+        if missing:
+            raise ValueError(f"no agent for seat(s) {missing}; seats: {seats}")
+        self.agents = agents
+        self.agent_names = agent_names or {seat: type(a).__name__ for seat, a in agents.items()}
+        self.timings = RolloutTimings()
+
+    def run(self, num_games: int, seed: int = 0,
+            on_game_end: Callable[[int, GameEnv], None] | None = None) -> list[GameResult]:
+        """Play ``num_games`` games; results come in the order of the games' numbers.
+        ``on_game_end(number, env)`` sees each finished game's environment (for replays)."""
+        start = time.perf_counter()
+        while len(self._envs) < min(self.parallel_games, num_games):
+            self._envs.append(self.make_env())
+        slots = [self._start(env, number, seed) for number, env in
+                 zip(range(num_games), self._envs, strict=False)]
+        next_number, results = len(slots), {}
+        while slots:
+            self._play_one_step(slots)
+            for slot in [s for s in slots if s.env.game.done]:
+                results[slot.number] = self._finish(slot)
+                if on_game_end is not None:
+                    on_game_end(slot.number, slot.env)
+                slots.remove(slot)
+                if next_number < num_games:
+                    slots.append(self._start(slot.env, next_number, seed))
+                    next_number += 1
+        self.timings.total_seconds += time.perf_counter() - start
+        return [results[number] for number in range(num_games)]
+
+    def _start(self, env: GameEnv, number: int, seed: int) -> _Slot:
+        env.reset(seed=seed + number)
+        return _Slot(env, number)
+
+    def _play_one_step(self, slots: Sequence[_Slot]) -> None:
+        pending = {slot.number: slot.env.pending_turns() for slot in slots}
+        batches: dict[int, list[tuple[int, int, str, dict[str, Any]]]] = {}
+        for slot in slots:
+            for seat, observation, info in pending[slot.number]:
+                batches.setdefault(id(self.agents[seat]), []).append(
+                    (slot.number, info["turn"], seat, observation))
+        completions: dict[tuple[int, int], Completion] = {}
+        for batch in batches.values():
+            agent = self.agents[batch[0][2]]
+            started = time.perf_counter()
+            answers = agent.act([observation for *_, observation in batch])
+            self.timings.agent_seconds += time.perf_counter() - started
+            self.timings.agent_calls += 1
+            if len(answers) != len(batch):
+                raise RuntimeError(f"{type(agent).__name__} returned {len(answers)} completions "
+                                   f"for {len(batch)} observations")
+            for (number, turn, _, _), completion in zip(batch, answers, strict=True):
+                completions[number, turn] = completion
+        for slot in slots:  # each game takes its answers in the order pending_turns gave them
+            for seat, observation, info in pending[slot.number]:
+                completion = completions[slot.number, info["turn"]]
+                slot.turns[info["turn"]] = TurnRecord(
+                    game_id=info["game_id"], env=slot.env.metadata["name"], turn=info["turn"],
+                    seat=seat, role=info["role"], phase=info["phase"], round=info["round"],
+                    agent=self.agent_names[seat], prompt=observation["prompt"],
+                    images=list(observation["images"]), text=completion.text,
+                    prompt_ids=completion.prompt_ids, completion_ids=completion.completion_ids,
+                    logprobs=completion.logprobs)
+                slot.env.step(completion.text)
+                self.timings.turns += 1
+
+    def _finish(self, slot: _Slot) -> GameResult:
+        env = slot.env
+        infos = {seat: env.infos[seat] for seat in env.agents}
+        for info in infos.values():
+            for turn, reward in info["turn_rewards"].items():
+                slot.turns[turn].reward = reward
+        any_info = next(iter(infos.values()))
+        for _ in list(env.agents):  # let the finished agents leave, as the AEC loop does
+            env.step(None)
+        return GameResult(
+            game_id=any_info["game_id"], env=env.metadata["name"],
+            roles={seat: info["role"] for seat, info in infos.items()},
+            returns={seat: info["return"] for seat, info in infos.items()},
+            stats=dict(any_info["stats"]),
+            turns=[slot.turns[t] for t in sorted(slot.turns)])
