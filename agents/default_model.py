@@ -75,7 +75,9 @@ CHAT_TEMPLATE = r"""
 #: What the tokenizer learns its merges from: game talk, chat roles, digits and punctuation.
 CORPUS = """\
 You are a helpful assistant. You are playing a game with other players.
-system user assistant
+system
+user
+assistant
 Look at the image and describe what you see in one short sentence.
 The image shows a red cube, a blue sphere and a green cylinder on a grey floor.
 There are three objects: two small metal spheres and one large rubber cube.
@@ -113,7 +115,9 @@ def default_model_path(cache_dir: str | Path | None = None) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{MODEL_NAME}.", dir=path.parent))
     try:
         build_default_model(staging)
-        staging.chmod(0o755)  # mkdtemp's 0o700 would hide a shared cache from other users
+        for item in staging.iterdir():  # transformers writes weights 0o600; let others read
+            item.chmod(0o644)
+        staging.chmod(0o755)  # and mkdtemp makes its folder 0o700
         staging.rename(path)
     except OSError:
         if not path.is_dir():  # not a lost race with another builder: a real failure
@@ -171,7 +175,8 @@ def build_default_model(path: Path, seed: int = 0) -> Path:
         vision_end_token_id=ids["<|vision_end|>"],
     )
     torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(config)
+    # Drawn in float32, stored in bfloat16: the dtype vLLM serves it in (it downcasts float32).
+    model = Qwen2VLForConditionalGeneration(config).to(torch.bfloat16)
     model.generation_config = GenerationConfig(
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
