@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -27,3 +30,33 @@ class SolidColourSource(ImageSource):
 @pytest.fixture
 def solid_source() -> SolidColourSource:
     return SolidColourSource()
+
+
+# ----- models: the embedded default model, built once per test session -----
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+
+
+@pytest.fixture(scope="session")
+def default_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default tiny model, built offline into this session's temporary cache."""
+    from agents.default_model import default_model_path
+
+    return default_model_path(tmp_path_factory.mktemp("zeroplay-cache"))
+
+
+@pytest.fixture(scope="session")
+def spy_observations() -> list[dict]:
+    """Observations of real spy turns: a first clue (one image) and a vote (one image)."""
+    import envs
+
+    env = envs.make("spy")
+    env.reset(seed=0)
+    first = env.pending_turns()[0][1]
+    while env.pending_turns()[0][2]["phase"] == "clue":
+        env.step("I see \\boxed{a red cube}")
+    return [first, env.pending_turns()[0][1]]

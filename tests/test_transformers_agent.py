@@ -1,0 +1,72 @@
+"""The transformers backend on the tiny default model: exact ids and sampler log-probs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from agents import Completion
+from agents.model import SamplingConfig
+from agents.transformers_agent import TransformersAgent
+from tests.model_checks import trainer_logprobs
+
+
+@pytest.fixture(scope="module")
+def agent(default_model) -> TransformersAgent:
+    return TransformersAgent(default_model, SamplingConfig(max_tokens=16, seed=0))
+
+
+def test_completions_carry_exact_prompt_ids_tokens_and_logprobs(agent, spy_observations):
+    completions = agent.act(spy_observations)
+    assert len(completions) == 2 and all(isinstance(c, Completion) for c in completions)
+    for observation, completion in zip(spy_observations, completions, strict=True):
+        assert 1 <= len(completion.completion_ids) <= 16
+        assert len(completion.logprobs) == len(completion.completion_ids)
+        assert all(math.isfinite(lp) and lp <= 0 for lp in completion.logprobs)
+        image_pad = agent.processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+        assert completion.prompt_ids.count(image_pad) == 24  # a 320x240 image, capped
+        pad = agent.processor.tokenizer.pad_token_id
+        assert pad not in completion.prompt_ids            # left padding removed
+        # the sampler's log-probs are the model's (temperature 1, top-p 1: nothing processed)
+        expected = trainer_logprobs(agent.model, agent.processor, observation, completion)
+        assert completion.logprobs == pytest.approx(expected, abs=2e-3)
+
+
+def test_batched_and_single_calls_see_the_same_prompts(agent, spy_observations):
+    together = agent.act(spy_observations)
+    alone = [agent.act([o])[0] for o in spy_observations]
+    assert [c.prompt_ids for c in together] == [c.prompt_ids for c in alone]
+
+
+def test_greedy_is_deterministic_and_seeds_replay(default_model, spy_observations):
+    greedy = TransformersAgent(default_model, SamplingConfig(max_tokens=8, temperature=0))
+    assert greedy.act(spy_observations) == greedy.act(spy_observations)
+    first = TransformersAgent(default_model, SamplingConfig(max_tokens=8, seed=5))
+    second = TransformersAgent(default_model, SamplingConfig(max_tokens=8, seed=5),
+                               model_object=first.model, processor=first.processor)
+    assert first.act(spy_observations) == second.act(spy_observations)
+
+
+def test_observation_without_images(agent):
+    [completion] = agent.act([{"prompt": "Say hello.", "images": (), "phase": "", "context": ""}])
+    image_pad = agent.processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert image_pad not in completion.prompt_ids and completion.completion_ids
+
+
+def test_bad_sampling_values():
+    for options in ({"max_tokens": 0}, {"temperature": -1}, {"top_p": 0}, {"seed": -3}):
+        with pytest.raises(ValueError):
+            SamplingConfig(**options)
+
+
+def test_agent_plays_whole_games_through_the_runner(agent):
+    import envs
+    from agents.rollout import RolloutRunner
+
+    runner = RolloutRunner(lambda: envs.make("qa_duel", num_answers=3), agent, parallel_games=2)
+    results = runner.run(2, seed=0)
+    assert all(len(r.turns) >= 1 for r in results)
+    assert all(t.completion_ids and t.logprobs for r in results for t in r.turns)
+    assert torch.is_grad_enabled()  # generation did not leave gradients off
