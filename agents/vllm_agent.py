@@ -33,12 +33,13 @@ class VLLMAgent(Agent):
     """Answers observations with an in-process vLLM engine (the default model if none given).
 
     ``engine_options`` go to ``vllm.LLM`` as they are (``gpu_memory_utilization``,
-    ``tensor_parallel_size``, ``load_format="dummy"``, ...).
+    ``tensor_parallel_size``, ``load_format="dummy"``, ...), and ``sampling_options`` to every
+    ``SamplingParams`` (e.g. ``ignore_eos=True`` for fixed-length benchmarks).
     """
 
     def __init__(self, model: str | Path | None = None, sampling: SamplingConfig | None = None,
                  max_model_len: int = 4096, max_images: int = 2, enforce_eager: bool = False,
-                 **engine_options: Any):
+                 sampling_options: dict[str, Any] | None = None, **engine_options: Any):
         from vllm import LLM
         from vllm.platforms import current_platform
 
@@ -50,30 +51,36 @@ class VLLMAgent(Agent):
                        logprobs_mode="processed_logprobs", seed=self.sampling.seed or 0,
                        **engine_options)
         self.seeds = RequestSeeds(None if current_platform.is_cpu() else self.sampling.seed)
+        self.sampling_options = sampling_options or {}
 
     def prompt_text(self, observation: dict[str, Any]) -> str:
         """The chat template's text for an observation, one placeholder per image."""
         return self.processor.apply_chat_template(chat_messages(observation),
                                                   add_generation_prompt=True, tokenize=False)
 
-    def act(self, observations: Sequence[dict[str, Any]]) -> list[Completion]:
+    def engine_prompt(self, observation: dict[str, Any]) -> dict[str, Any]:
+        """What ``llm.generate`` gets for an observation: the text and the images apart."""
+        prompt: dict[str, Any] = {"prompt": self.prompt_text(observation)}
+        if observation["images"]:
+            prompt["multi_modal_data"] = {"image": pil_images(observation)}
+        return prompt
+
+    def sampling_params(self, count: int) -> list[Any]:
+        """One ``SamplingParams`` per request (each with its own seed where seeds work)."""
         from vllm import SamplingParams
 
+        greedy = is_greedy(self.sampling)
+        return [SamplingParams(max_tokens=self.sampling.max_tokens,
+                               temperature=0.0 if greedy else self.sampling.temperature,
+                               top_p=1.0 if greedy else self.sampling.top_p, logprobs=0,
+                               seed=seed, **self.sampling_options)
+                for seed in self.seeds.take(count)]
+
+    def act(self, observations: Sequence[dict[str, Any]]) -> list[Completion]:
         if not observations:
             return []
-        prompts = []
-        for observation in observations:
-            prompt: dict[str, Any] = {"prompt": self.prompt_text(observation)}
-            if observation["images"]:
-                prompt["multi_modal_data"] = {"image": pil_images(observation)}
-            prompts.append(prompt)
-        greedy = is_greedy(self.sampling)
-        params = [SamplingParams(max_tokens=self.sampling.max_tokens,
-                                 temperature=0.0 if greedy else self.sampling.temperature,
-                                 top_p=1.0 if greedy else self.sampling.top_p,
-                                 logprobs=0, seed=seed)
-                  for seed in self.seeds.take(len(prompts))]
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        prompts = [self.engine_prompt(observation) for observation in observations]
+        outputs = self.llm.generate(prompts, self.sampling_params(len(prompts)), use_tqdm=False)
         completions = []
         for output in outputs:
             sample = output.outputs[0]
