@@ -29,6 +29,12 @@ class Agent(ABC):
     def act(self, observations: Sequence[dict[str, Any]]) -> list[Completion]:
         """One completion per observation, in the order of ``observations``."""
 
+    def sample(self, observations: Sequence[dict[str, Any]], n: int) -> list[list[Completion]]:
+        """``n`` independent completions of each observation (a group, for GRPO or for the
+        repeated votes of one seat). Backends that can share the prompt's work override this."""
+        flat = self.act([observation for observation in observations for _ in range(n)])
+        return [flat[i * n: (i + 1) * n] for i in range(len(observations))]
+
 
 class TextAgent(Agent):
     """An agent that answers each observation on its own, with text only."""

@@ -70,31 +70,42 @@ class OpenAIAgent(Agent):
             time.sleep(poll)
 
     def act(self, observations: Sequence[dict[str, Any]]) -> list[Completion]:
+        return [group[0] for group in self.sample(observations, 1)]
+
+    def sample(self, observations: Sequence[dict[str, Any]], n: int) -> list[list[Completion]]:
+        """``n`` completions per observation, one request each (the request's ``n``)."""
+        if not observations:
+            return []
         if self.model is None:
             self.wait_until_ready(timeout=0.0)
         seeds = self.seeds.take(len(observations))
         with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency,
                                                        len(observations)))) as pool:
-            return list(pool.map(self._complete, observations, seeds))
+            return list(pool.map(self._complete, observations, seeds, [n] * len(seeds)))
 
-    def _complete(self, observation: dict[str, Any], seed: int | None) -> Completion:
+    def _complete(self, observation: dict[str, Any], seed: int | None,
+                  n: int) -> list[Completion]:
         content: list[dict[str, Any]] = [
             {"type": "image_url", "image_url": {"url": _data_url(image)}}
             for image in pil_images(observation)]
         content.append({"type": "text", "text": observation["prompt"]})
-        body = {"model": self.model, "messages": [{"role": "user", "content": content}],
+        body = {"model": self.model, "messages": [{"role": "user", "content": content}], "n": n,
                 "max_completion_tokens": self.sampling.max_tokens,
                 "temperature": self.sampling.temperature, "top_p": self.sampling.top_p,
                 "logprobs": True, "top_logprobs": 0, "return_token_ids": True}
         if seed is not None:
             body["seed"] = seed
         answer = self._with_retries(body)
-        choice = answer["choices"][0]
-        logprobs = choice.get("logprobs") or {}
-        return Completion(
-            text=choice["message"].get("content") or "",
-            prompt_ids=answer.get("prompt_token_ids"), completion_ids=choice.get("token_ids"),
-            logprobs=[step["logprob"] for step in logprobs.get("content") or []] or None)
+        try:
+            return [Completion(
+                text=choice["message"].get("content") or "",
+                prompt_ids=answer.get("prompt_token_ids"), completion_ids=choice.get("token_ids"),
+                logprobs=[step["logprob"] for step in
+                          (choice.get("logprobs") or {}).get("content") or []] or None)
+                for choice in sorted(answer["choices"], key=lambda c: c.get("index", 0))]
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ServerError(f"{self.base_url}/chat/completions answered without the expected "
+                              f"fields ({error!r}): {str(answer)[:300]}") from None
 
     def _with_retries(self, body: dict[str, Any]) -> dict[str, Any]:
         for attempt in range(self.retries + 1):

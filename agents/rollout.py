@@ -1,9 +1,11 @@
 """Play many games at once and record exact trajectories.
 
 The runner keeps ``parallel_games`` environments going. At every step it gathers every turn that
-can be played now in every game (a game in a simultaneous phase offers several), asks each agent
-once for all of its turns — one batched call per agent and step — and steps the games with the
-answers. A finished game is replaced by a new one at once, so batches stay full to the end.
+can be played now in every game (a game in a simultaneous phase offers several) and asks each
+agent for all of its turns in one batched call — per number of samples: a seat that answers the
+same prompt several times, like the observer's votes or the solver's answers, is one request for
+``n`` samples through :meth:`~agents.base.Agent.sample` — then steps the games with the answers.
+A finished game is replaced by a new one at once, so batches stay full to the end.
 
 Why lockstep rather than async tasks: a game's turns are sequential (the next prompt exists only
 once the last answer is in), so what keeps a GPU busy is many games per call, which lockstep gives
@@ -53,6 +55,23 @@ class _Slot:
     turns: dict[int, TurnRecord] = field(default_factory=dict)
 
 
+Request = tuple[int, int, str, dict[str, Any]]  # game number, turn index, seat, observation
+
+
+def _repeated_prompts(batch: list[Request]) -> dict[int, list[list[Request]]]:
+    """The batch's requests grouped: turns of one game with the same prompt and images (a seat
+    answering several times) form one group; groups are keyed by their size, ``n``."""
+    groups: dict[tuple, list[Request]] = {}
+    for request in batch:
+        number, _, seat, observation = request
+        key = (number, seat, observation["prompt"], tuple(map(id, observation["images"])))
+        groups.setdefault(key, []).append(request)
+    by_size: dict[int, list[list[Request]]] = {}
+    for group in groups.values():
+        by_size.setdefault(len(group), []).append(group)
+    return by_size
+
+
 class RolloutRunner:
     """Plays games of ``make_env()`` with ``agents`` (one per seat, or one shared policy);
     the ``parallel_games`` environments are made once and reused by every run."""
@@ -99,7 +118,7 @@ class RolloutRunner:
 
     def _play_one_step(self, slots: Sequence[_Slot]) -> None:
         pending = {slot.number: slot.env.pending_turns() for slot in slots}
-        batches: dict[int, list[tuple[int, int, str, dict[str, Any]]]] = {}
+        batches: dict[int, list[Request]] = {}
         for slot in slots:
             for seat, observation, info in pending[slot.number]:
                 batches.setdefault(id(self.agents[seat]), []).append(
@@ -107,15 +126,20 @@ class RolloutRunner:
         completions: dict[tuple[int, int], Completion] = {}
         for batch in batches.values():
             agent = self.agents[batch[0][2]]
-            started = time.perf_counter()
-            answers = agent.act([observation for *_, observation in batch])
-            self.timings.agent_seconds += time.perf_counter() - started
-            self.timings.agent_calls += 1
-            if len(answers) != len(batch):
-                raise RuntimeError(f"{type(agent).__name__} returned {len(answers)} completions "
-                                   f"for {len(batch)} observations")
-            for (number, turn, _, _), completion in zip(batch, answers, strict=True):
-                completions[number, turn] = completion
+            for n, groups in _repeated_prompts(batch).items():
+                started = time.perf_counter()
+                observations = [group[0][3] for group in groups]
+                answers = (agent.sample(observations, n) if n > 1
+                           else [[c] for c in agent.act(observations)])
+                self.timings.agent_seconds += time.perf_counter() - started
+                self.timings.agent_calls += 1
+                if [len(a) for a in answers] != [n] * len(groups):
+                    raise RuntimeError(f"{type(agent).__name__} returned "
+                                       f"{sum(map(len, answers))} completions for "
+                                       f"{n * len(groups)} requests")
+                for group, samples in zip(groups, answers, strict=True):
+                    for (number, turn, _, _), completion in zip(group, samples, strict=True):
+                        completions[number, turn] = completion
         for slot in slots:  # each game takes its answers in the order pending_turns gave them
             for seat, observation, info in pending[slot.number]:
                 completion = completions[slot.number, info["turn"]]

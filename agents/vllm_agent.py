@@ -65,28 +65,30 @@ class VLLMAgent(Agent):
             prompt["multi_modal_data"] = {"image": pil_images(observation)}
         return prompt
 
-    def sampling_params(self, count: int) -> list[Any]:
+    def sampling_params(self, count: int, n: int = 1) -> list[Any]:
         """One ``SamplingParams`` per request (each with its own seed where seeds work)."""
         from vllm import SamplingParams
 
         greedy = is_greedy(self.sampling)
-        return [SamplingParams(max_tokens=self.sampling.max_tokens,
+        return [SamplingParams(n=n, max_tokens=self.sampling.max_tokens,
                                temperature=0.0 if greedy else self.sampling.temperature,
                                top_p=1.0 if greedy else self.sampling.top_p, logprobs=0,
                                seed=seed, **self.sampling_options)
                 for seed in self.seeds.take(count)]
 
     def act(self, observations: Sequence[dict[str, Any]]) -> list[Completion]:
+        return [group[0] for group in self.sample(observations, 1)]
+
+    def sample(self, observations: Sequence[dict[str, Any]], n: int) -> list[list[Completion]]:
+        """``n`` completions per observation from one request each (``SamplingParams.n``): the
+        prompt and its images are processed once."""
         if not observations:
             return []
         prompts = [self.engine_prompt(observation) for observation in observations]
-        outputs = self.llm.generate(prompts, self.sampling_params(len(prompts)), use_tqdm=False)
-        completions = []
-        for output in outputs:
-            sample = output.outputs[0]
-            ids = list(sample.token_ids)
-            completions.append(Completion(
-                text=sample.text, prompt_ids=list(output.prompt_token_ids), completion_ids=ids,
-                logprobs=[step[token].logprob for token, step in zip(ids, sample.logprobs,
-                                                                      strict=True)]))
-        return completions
+        outputs = self.llm.generate(prompts, self.sampling_params(len(prompts), n),
+                                    use_tqdm=False)
+        return [[Completion(text=sample.text, prompt_ids=list(output.prompt_token_ids),
+                            completion_ids=list(sample.token_ids),
+                            logprobs=[step[token].logprob for token, step in
+                                      zip(sample.token_ids, sample.logprobs, strict=True)])
+                 for sample in output.outputs] for output in outputs]

@@ -28,6 +28,9 @@ class Scripted(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.bodies.append(body)
         status = self.server.statuses.pop(0) if self.server.statuses else 200
+        if status == "empty":
+            self._send(200, {"object": "nothing"})
+            return
         if status == "garbage":
             self.send_response(200)
             self.end_headers()
@@ -37,8 +40,9 @@ class Scripted(BaseHTTPRequestHandler):
             self._send(status, {"error": "busy"})
             return
         self._send(200, {"prompt_token_ids": [1, 2], "choices": [{
-            "message": {"content": "\\boxed{A}"}, "token_ids": [5, 6],
-            "logprobs": {"content": [{"logprob": -0.1}, {"logprob": -0.2}]}}]})
+            "index": i, "message": {"content": f"\\boxed{{{'ABCD'[i]}}}"}, "token_ids": [5, 6],
+            "logprobs": {"content": [{"logprob": -0.1}, {"logprob": -0.2}]}}
+            for i in reversed(range(body.get("n", 1)))]})
 
     def _send(self, status, payload):
         data = json.dumps(payload).encode()
@@ -70,6 +74,18 @@ def test_completion_fields_and_request(fake_server):
     body = fake_server.bodies[0]
     assert body["model"] == "fake" and body["return_token_ids"] and body["logprobs"]
     assert body["max_completion_tokens"] == 4 and isinstance(body["seed"], int)
+
+
+def test_several_samples_are_one_request(fake_server):
+    [group] = agent_for(fake_server).sample([OBSERVATION], 3)
+    assert [c.text for c in group] == ["\\boxed{A}", "\\boxed{B}", "\\boxed{C}"]
+    assert len(fake_server.bodies) == 1 and fake_server.bodies[0]["n"] == 3
+
+
+def test_answer_missing_fields_is_a_clear_error(fake_server):
+    fake_server.statuses = ["empty"]
+    with pytest.raises(ServerError, match="without the expected fields"):
+        agent_for(fake_server, retries=0).act([OBSERVATION])
 
 
 def test_overloaded_server_is_retried_with_backoff(fake_server):

@@ -44,6 +44,22 @@ def test_turns_of_all_games_are_pooled_into_one_call_per_step():
     assert 0.0 <= runner.timings.outside_agents_share <= 1.0
 
 
+def test_repeated_samples_of_one_seat_are_one_request_for_n():
+    class Sampling(Recording):
+        def sample(self, observations, n):
+            self.samples.append((len(observations), n))
+            return super().sample(observations, n)
+
+    agent = Sampling(make_agent("scripted", game="qa_duel", seed=0))
+    agent.samples = []
+    runner = RolloutRunner(lambda: envs.make("qa_duel", num_answers=5, source=SOURCE), agent,
+                           parallel_games=3)
+    results = runner.run(3, seed=0)
+    assert agent.samples == [(3, 5)]            # 3 questions, 5 answers each, in one call
+    assert agent.batches == [3, 15]
+    assert all(len([t for t in r.turns if t.phase == "answer"]) == 5 for r in results)
+
+
 def test_records_are_exact_and_rewards_match_the_game():
     agent = Recording(make_agent("scripted", game="spy", seed=0))
     [result] = RolloutRunner(make_spy(), agent, parallel_games=1).run(1, seed=4)

@@ -65,6 +65,15 @@ def test_greedy_engine_is_deterministic_and_agrees_with_transformers(engine, ref
         assert completion.logprobs == pytest.approx(expected, abs=0.02)
 
 
+def test_engine_samples_n_completions_of_one_prompt(engine, spy_observations):
+    groups = engine.sample(spy_observations, 3)
+    assert [len(group) for group in groups] == [3, 3]
+    for group in groups:
+        assert len({tuple(c.prompt_ids) for c in group}) == 1
+        assert all(len(c.logprobs) == len(c.completion_ids) for c in group)
+    assert len({tuple(c.completion_ids) for c in groups[0]}) > 1  # sampled, not copied
+
+
 def test_runner_with_vllm_writes_trajectories_that_reload(engine, tmp_path):
     runner = RolloutRunner(lambda: envs.make("spy"), engine, parallel_games=4)
     results = runner.run(4, seed=0)
