@@ -22,8 +22,33 @@ def _random(game: str | None, **kwargs: Any) -> Agent:
     return RandomAgent(**kwargs)
 
 
-#: Agent builders by name, each called as ``builder(game, **kwargs)``; model backends go here too.
-AGENTS: dict[str, Callable[..., Agent]] = {"random": _random, "scripted": _scripted}
+def _model_agent(backend: str) -> Callable[..., Agent]:
+    """A builder for a VLM backend, imported on first use (torch and vLLM are heavy)."""
+
+    def build(game: str | None, *, seed: int | None = None, max_tokens: int = 256,
+              temperature: float = 1.0, top_p: float = 1.0, **options: Any) -> Agent:
+        from agents.model import SamplingConfig
+
+        sampling = SamplingConfig(max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                                  seed=seed)
+        if backend == "transformers":
+            from agents.transformers_agent import TransformersAgent
+            return TransformersAgent(sampling=sampling, **options)
+        if backend == "vllm":
+            from agents.vllm_agent import VLLMAgent
+            return VLLMAgent(sampling=sampling, **options)
+        from agents.openai_agent import OpenAIAgent
+        return OpenAIAgent(sampling=sampling, **options)
+
+    return build
+
+
+#: Agent builders by name, each called as ``builder(game, **kwargs)``. The model backends take
+#: ``model`` (a path or hub id; the default model if left out), sampling settings
+#: (``max_tokens``, ``temperature``, ``top_p``, ``seed``) and their own options.
+AGENTS: dict[str, Callable[..., Agent]] = {
+    "random": _random, "scripted": _scripted, "transformers": _model_agent("transformers"),
+    "vllm": _model_agent("vllm"), "openai": _model_agent("openai")}
 
 
 def make_agent(name: str, *, game: str | None = None, **kwargs: Any) -> Agent:

@@ -4,10 +4,12 @@ As a script (Hydra; ``configs/arena.yaml``)::
 
     python -m agents.arena env=spy                        # 100 self-play games, scripted agents
     python -m agents.arena env=qa_duel agent=random games=20
+    python -m agents.arena agent=vllm +agent_options.max_tokens=64  # the default tiny VLM
     python -m agents.arena env=spy +seats.player_1=random  # one seat against the others
 
-It writes ``summary.json`` (mean return per role, mean of each game statistic) and HTML replays
-of the first games to Hydra's output directory.
+It writes ``summary.json`` (mean return per role, mean of each game statistic), HTML replays of
+the first games and, with ``trajectories=true``, every turn (:mod:`agents.trajectory`) to Hydra's
+output directory.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import envs
 from agents.rollout import RolloutRunner
-from agents.trajectory import GameResult
+from agents.trajectory import GameResult, save_results
 from envs import GameEnv
 from envs.render import save_replay
 
@@ -53,7 +55,8 @@ def main(cfg: DictConfig) -> None:
     env_options = OmegaConf.to_container(cfg.env, resolve=True)
     name = env_options["name"]
     seats = envs.make(**env_options).possible_agents
-    shared = make_agent(cfg.agent, game=name, seed=cfg.seed)
+    options = OmegaConf.to_container(cfg.agent_options, resolve=True)
+    shared = make_agent(cfg.agent, game=name, seed=cfg.seed, **options)
     agents = {seat: make_agent(cfg.seats[seat], game=name, seed=cfg.seed + 1 + i)
               if seat in cfg.seats else shared for i, seat in enumerate(seats)}
     out = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
@@ -67,6 +70,8 @@ def main(cfg: DictConfig) -> None:
     records = runner.run(cfg.games, seed=cfg.seed, on_game_end=keep_replay)
     summary = summarize(records)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if cfg.trajectories:
+        save_results(records, out / "trajectories")
     for key, value in summary.items():
         log.info("%-28s %8.3f", key, value)
     log.info("summary and replays in %s", out)

@@ -70,3 +70,25 @@ def test_agent_plays_whole_games_through_the_runner(agent):
     assert all(len(r.turns) >= 1 for r in results)
     assert all(t.completion_ids and t.logprobs for r in results for t in r.turns)
     assert torch.is_grad_enabled()  # generation did not leave gradients off
+
+
+def test_arena_plays_with_a_model_and_saves_trajectories(default_model, tmp_path):
+    """The main job with the transformers backend on the default model."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from agents.trajectory import load_results
+
+    command = [sys.executable, "-m", "agents.arena", "agent=transformers", "games=2",
+               "parallel_games=2", "replays=1", "trajectories=true",
+               f"+agent_options.model={default_model}", "+agent_options.max_tokens=8",
+               f"hydra.run.dir={tmp_path}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).parent.parent, env=os.environ.copy())
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "summary.json").read_text())["games"] == 2.0
+    results = load_results(tmp_path / "trajectories")
+    assert len(results) == 2 and all(t.completion_ids for r in results for t in r.turns)
