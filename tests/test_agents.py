@@ -268,7 +268,8 @@ def test_summarize_averages_returns_by_role_and_every_stat():
 def test_make_agent_builds_known_agents_and_explains_unknown_names():
     assert isinstance(make_agent("random", seed=1), RandomAgent)
     assert isinstance(make_agent("scripted", game="spy"), SCRIPTED["spy"])
-    with pytest.raises(ValueError, match="known agents: random, scripted"):
+    with pytest.raises(ValueError,
+                       match="known agents: openai, random, scripted, transformers, vllm"):
         make_agent("gpt")
     with pytest.raises(ValueError, match="needs game="):
         make_agent("scripted")
