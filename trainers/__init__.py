@@ -1,5 +1,6 @@
-"""Self-play training from game trajectories. So far: advantages (role baselines, group
-normalisation) and Iterative-SPO's stage schedule; the GRPO trainer on TRL comes next."""
+"""Self-play training from game trajectories: advantages (role baselines, group normalisation),
+Iterative-SPO's stage schedule, and :mod:`trainers.grpo` (TRL's GRPO loss on recorded turns,
+imported on its own: it needs torch and TRL). ``train.py`` comes next."""
 
 from trainers.advantages import RoleBaselines, group_normalize
 from trainers.schedules import FixedAlternation, IterativeSPO

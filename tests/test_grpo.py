@@ -1,0 +1,80 @@
+"""GRPO on recorded turns: exact tensors from trajectories, one step that moves the weights."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+from trl import GRPOConfig
+
+import envs
+from agents.model import SamplingConfig
+from agents.rollout import RolloutRunner
+from agents.transformers_agent import TransformersAgent
+from trainers.grpo import TrainingRow, TrajectoryGRPOTrainer
+
+
+@pytest.fixture(scope="module")
+def played(default_model):
+    """A float32 copy of the default model, and turns it played itself (temperature 1)."""
+    processor = AutoProcessor.from_pretrained(default_model, padding_side="left")
+    model = AutoModelForImageTextToText.from_pretrained(default_model, dtype=torch.float32)
+    agent = TransformersAgent(default_model, SamplingConfig(max_tokens=12, seed=0),
+                              model_object=model, processor=processor)
+    results = RolloutRunner(lambda: envs.make("spy", decision="observer", observer_samples=2),
+                            agent, parallel_games=2).run(2, seed=0)
+    turns = [turn for result in results for turn in result.turns]
+    return model, processor, [TrainingRow(t, 1.0 if i % 2 else -1.0) for i, t in enumerate(turns)]
+
+
+def make_trainer(model, processor, rows, tmp_path, **options) -> TrajectoryGRPOTrainer:
+    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none",
+                      gradient_checkpointing=False, per_device_train_batch_size=4,
+                      num_generations=2, max_steps=1, learning_rate=1e-2, logging_steps=1,
+                      save_strategy="no", **options)
+    queue = iter(rows)
+    return TrajectoryGRPOTrainer(model, processor, args,
+                                 rows=lambda count: [next(queue) for _ in range(count)])
+
+
+def test_rows_become_trl_inputs_without_retokenisation(played, tmp_path):
+    model, processor, rows = played
+    trainer = make_trainer(model, processor, rows, tmp_path)
+    batch = trainer._generate_and_score_completions([{}] * 4)
+    for i, row in enumerate(rows[:4]):
+        prompt = batch["prompt_ids"][i][batch["prompt_mask"][i].bool()].tolist()
+        completion = batch["completion_ids"][i][batch["completion_mask"][i].bool()].tolist()
+        assert prompt == row.turn.prompt_ids and completion == row.turn.completion_ids
+        assert batch["prompt_mask"][i, -1] == 1            # prompts padded on the left
+        assert batch["completion_mask"][i, 0] == 1          # completions on the right
+    image_tokens = batch["mm_token_type_ids"].sum(dim=1).tolist()
+    assert image_tokens == [24] * 4 and batch["num_images"] == [1] * 4
+    assert batch["image_grid_thw"].shape == (4, 3)
+    # the sampler was this very model: the importance weights are ~1, the advantages unchanged
+    mask = batch["completion_mask"].bool()
+    expected = torch.tensor([r.advantage for r in rows[:4]])[:, None].expand_as(mask)
+    assert torch.allclose(batch["advantages"][mask], expected[mask], atol=1e-3)
+    assert batch["num_items_in_batch"] == mask.sum()
+
+
+def test_one_step_moves_every_weight_with_a_finite_loss(played, tmp_path):
+    model, processor, rows = played
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trainer = make_trainer(model, processor, rows, tmp_path)
+    trainer.train()
+    [log, _] = trainer.state.log_history
+    assert math.isfinite(log["loss"]) and log["grad_norm"] > 0
+    unchanged = [n for n, p in model.named_parameters() if torch.equal(before[n], p)]
+    assert not unchanged
+
+
+def test_kl_to_a_reference_and_a_short_row_source(played, tmp_path):
+    model, processor, rows = played
+    trainer = make_trainer(model, processor, rows, tmp_path, beta=0.04)
+    batch = trainer._generate_and_score_completions([{}] * 4)
+    assert batch["ref_per_token_logps"].shape == batch["completion_ids"].shape
+    short = TrajectoryGRPOTrainer(model, processor, trainer.args, rows=lambda count: rows[:1])
+    with pytest.raises(RuntimeError, match="gave 1 rows for 4"):
+        short._generate_and_score_completions([{}] * 4)

@@ -1,0 +1,125 @@
+"""TRL's GRPO loss on turns played elsewhere: one training row per recorded turn.
+
+:class:`TrajectoryGRPOTrainer` subclasses TRL's ``GRPOTrainer`` and replaces its generation
+(``_generate_and_score_completions``) with rows taken from a :class:`RowSource`: turns recorded by
+the rollout runner, each with the advantage the caller computed for it (role baselines, group
+normalisation: :mod:`trainers.advantages`). Everything else is TRL's: the clipped loss and its
+variants (``loss_type``), the optional KL to a reference (``beta``), logging, accelerate.
+
+Rows are trained on exactly the token ids the sampler produced — no re-tokenisation: the prompt
+ids as the model saw them (images expanded), the completion ids, and the images, which the
+processor turns into ``pixel_values`` again. The sampler's log-probs give a per-token importance
+weight ``min(exp(trainer - sampler), cap)`` folded into the advantage, so tokens the trainer finds
+far likelier than the sampler did (a stale or numerically different sampler) count less.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+from trl import GRPOConfig, GRPOTrainer
+
+from agents.trajectory import TurnRecord
+
+
+@dataclass(frozen=True)
+class TrainingRow:
+    """One turn to train on, and its advantage."""
+
+    turn: TurnRecord
+    advantage: float
+
+
+#: Called with the number of rows the trainer needs next; returns that many rows.
+RowSource = Callable[[int], Sequence[TrainingRow]]
+
+
+def rewards_come_from_the_games(**_: Any) -> list[float]:
+    """TRL insists on a reward function; this trainer never scores text (games did, per turn)."""
+    raise RuntimeError("TrajectoryGRPOTrainer trains on rows that carry their advantages; "
+                       "nothing should ask it for rewards")
+
+
+class TrajectoryGRPOTrainer(GRPOTrainer):
+    """GRPO on recorded turns (see the module docstring). ``rows(count)`` feeds every step."""
+
+    def __init__(self, model: Any, processor: Any, args: GRPOConfig, rows: RowSource,
+                 importance_cap: float = 3.0, **trainer_options: Any):
+        from datasets import Dataset
+
+        # TRL's loop draws prompts from a dataset to know how many rows a step takes; the rows
+        # themselves come from ``rows``, so the dataset is only a counter of that size.
+        size = args.per_device_train_batch_size * args.gradient_accumulation_steps
+        super().__init__(model=model, args=args, processing_class=processor,
+                         reward_funcs=[rewards_come_from_the_games],
+                         train_dataset=Dataset.from_dict({"prompt": [[]] * size}),
+                         **trainer_options)
+        self.rows = rows
+        self.importance_cap = importance_cap
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        rows = list(self.rows(len(inputs)))
+        if len(rows) != len(inputs):
+            raise RuntimeError(f"the row source gave {len(rows)} rows for {len(inputs)}")
+        device = self.accelerator.device
+        pad = self.processing_class.tokenizer.pad_token_id
+        prompt_ids, prompt_mask = _pad([r.turn.prompt_ids for r in rows], pad, left=True)
+        completion_ids, completion_mask = _pad([r.turn.completion_ids for r in rows], pad)
+        sampler_logps, _ = _pad([r.turn.logprobs for r in rows], 0.0, dtype=torch.float32)
+        prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
+        completion_ids, completion_mask = completion_ids.to(device), completion_mask.to(device)
+        ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        attention = torch.cat([prompt_mask, completion_mask], dim=1)
+        forward = self._image_inputs(rows, ids)
+        logits_to_keep = completion_ids.size(1)
+        with torch.no_grad():
+            trainer_logps = self._get_per_token_logps_and_entropies(
+                self.model, ids, attention, logits_to_keep, len(rows), **forward)[0]
+            ref_logps = None
+            if self.beta != 0.0:
+                ref_logps = self._get_per_token_logps_and_entropies(
+                    self.ref_model, ids, attention, logits_to_keep, len(rows), **forward)[0]
+        weight = torch.exp(trainer_logps - sampler_logps.to(device)).clamp(max=self.importance_cap)
+        advantages = torch.tensor([r.advantage for r in rows], device=device)[:, None] * weight
+        output = {
+            "prompt_ids": prompt_ids, "prompt_mask": prompt_mask,
+            "completion_ids": completion_ids, "completion_mask": completion_mask,
+            "advantages": advantages * completion_mask,
+            "num_items_in_batch": self.accelerator.gather(completion_mask.sum()).sum(),
+            **forward,
+        }
+        if ref_logps is not None:
+            output["ref_per_token_logps"] = ref_logps
+        return output
+
+    def _image_inputs(self, rows: list[TrainingRow], ids: torch.Tensor) -> dict[str, Any]:
+        """``pixel_values``, ``image_grid_thw``, ``num_images`` and ``mm_token_type_ids`` (1 on
+        image tokens, over prompt and completion) for the rows' images."""
+        images = [Image.fromarray(image) for r in rows for image in r.turn.images]
+        if not images:
+            return {}
+        processed = self.processing_class.image_processor(images=images, return_tensors="pt")
+        device = self.accelerator.device
+        return {
+            "pixel_values": processed["pixel_values"].to(device),
+            "image_grid_thw": processed["image_grid_thw"].to(device),
+            "num_images": [len(r.turn.images) for r in rows],
+            "mm_token_type_ids": (ids == self._image_pad_token_id).long(),
+        }
+
+
+def _pad(sequences: list[list[Any]], value: Any, left: bool = False,
+         dtype: torch.dtype = torch.long) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequences padded to one length (on the left for prompts) and their masks."""
+    width = max(len(s) for s in sequences)
+    values = torch.full((len(sequences), width), value, dtype=dtype)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        span = slice(width - len(sequence), width) if left else slice(0, len(sequence))
+        values[row, span] = torch.tensor(sequence, dtype=dtype)
+        mask[row, span] = 1
+    return values, mask
