@@ -1,0 +1,132 @@
+"""Self-play GRPO: ``python train.py env=spy`` (Hydra; ``configs/train.yaml``).
+
+Every optimizer step plays ``games_per_step`` games with the current policy (the transformers
+backend, sharing the model object with the trainer, so every game is played by the latest
+weights), turns them into training rows for the active Iterative-SPO stage (:mod:`trainers.rows`)
+and takes one GRPO step on them through TRL (:mod:`trainers.grpo`). The run folder
+(``outputs/<env>`` by default) holds the resolved config, the logs and checkpoints; rerunning
+the same command resumes from the latest checkpoint — optimizer, step, RNG, role baselines and
+the stage machine included.
+
+So far only ``env=spy`` trains; the QA duel's Questioner/Solver loop is not wired up yet.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import (
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    TrainerCallback,
+)
+from transformers.trainer_utils import get_last_checkpoint
+from trl import GRPOConfig
+
+import envs
+from agents.default_model import default_model_path
+from agents.model import SamplingConfig
+from agents.rollout import RolloutRunner
+from agents.transformers_agent import TransformersAgent
+from trainers.advantages import RoleBaselines
+from trainers.grpo import TrainingRow, TrajectoryGRPOTrainer
+from trainers.rows import spy_rows
+from trainers.schedules import FixedAlternation, IterativeSPO
+
+log = logging.getLogger(__name__)
+STATE_FILE = "selfplay_state.json"
+
+
+class SpySelfPlay:
+    """The trainer's row source: plays spy games with the current policy until a step's rows
+    are there, for the stage the schedule says, and keeps the baselines and the schedule."""
+
+    def __init__(self, runner: RolloutRunner, games_per_step: int,
+                 schedule: IterativeSPO | FixedAlternation, baselines: RoleBaselines):
+        self.runner, self.games_per_step = runner, games_per_step
+        self.schedule, self.baselines = schedule, baselines
+        self.games_played = 0
+        self.last_stats: dict[str, float] = {}
+
+    def __call__(self, count: int) -> list[TrainingRow]:
+        rows: list[TrainingRow] = []
+        for _ in range(100):
+            results = self.runner.run(self.games_per_step, seed=self.games_played)
+            self.games_played += len(results)
+            stage = self.schedule.stage
+            rows += spy_rows(results, stage, self.baselines)
+            accuracy = float(np.mean([r.stats["vote_accuracy"] for r in results]))
+            na_rate = float(np.mean([r.stats["na_rate"] for r in results]))
+            self.schedule.update(accuracy, na_rate)
+            self.last_stats = {"stage": stage, "vote_accuracy": accuracy, "na_rate": na_rate}
+            if len(rows) >= count:
+                return rows[:count]
+        raise RuntimeError(f"100 rounds of {self.games_per_step} games gave only {len(rows)} "
+                           f"of the {count} rows a step needs")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"games_played": self.games_played, "schedule": self.schedule.state_dict(),
+                "baselines": self.baselines.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.games_played = state["games_played"]
+        self.schedule.load_state_dict(state["schedule"])
+        self.baselines.load_state_dict(state["baselines"])
+
+
+class SaveSelfPlayState(TrainerCallback):
+    """Writes the self-play state into every checkpoint, beside TRL's own."""
+
+    def __init__(self, selfplay: SpySelfPlay):
+        self.selfplay = selfplay
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        (folder / STATE_FILE).write_text(json.dumps(self.selfplay.state_dict()))
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        log.info("step %d %s %s", state.global_step, self.selfplay.last_stats, logs or {})
+
+
+@hydra.main(version_base=None, config_path="configs", config_name="train")
+def main(cfg: DictConfig) -> None:
+    env_options = OmegaConf.to_container(cfg.env, resolve=True)
+    if env_options["name"] != "spy":
+        raise ValueError(f"train.py trains env=spy so far, not {env_options['name']!r}")
+    out = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
+    torch.manual_seed(cfg.seed)
+    path = str(cfg.model or default_model_path())
+    processor = AutoProcessor.from_pretrained(path, padding_side="left")
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
+    sampling = SamplingConfig(**OmegaConf.to_container(cfg.sampling, resolve=True),
+                              seed=cfg.seed)
+    policy = TransformersAgent(path, sampling, model_object=model, processor=processor)
+    runner = RolloutRunner(lambda: envs.make(**env_options), policy,
+                           parallel_games=cfg.games_per_step)
+    schedule = (IterativeSPO(min_steps=cfg.schedule.min_steps) if cfg.schedule.kind == "paper"
+                else FixedAlternation(cycle=cfg.schedule.cycle))
+    selfplay = SpySelfPlay(runner, cfg.games_per_step, schedule,
+                           RoleBaselines(decay=cfg.baseline_decay))
+    args = GRPOConfig(output_dir=str(out / "checkpoints"),
+                      seed=cfg.seed, **OmegaConf.to_container(cfg.trainer, resolve=True))
+    trainer = TrajectoryGRPOTrainer(model, processor, args, rows=selfplay,
+                                    callbacks=[SaveSelfPlayState(selfplay)])
+    last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
+    if last is not None:
+        selfplay.load_state_dict(json.loads((Path(last) / STATE_FILE).read_text()))
+        log.info("resuming from %s", last)
+    trainer.train(resume_from_checkpoint=last)
+    trainer.save_model(str(out / "final"))
+    processor.save_pretrained(str(out / "final"))
+    log.info("done: %d games played; model in %s", selfplay.games_played, out / "final")
+
+
+if __name__ == "__main__":
+    main()
