@@ -28,6 +28,8 @@ def test_train_checkpoints_and_resumes(default_model, tmp_path):
     state = json.loads((checkpoint / "selfplay_state.json").read_text())
     assert state["games_played"] >= 2 and state["schedule"]["stage"] == "decision"
     assert (tmp_path / ".hydra" / "config.yaml").is_file()
+    assert list((tmp_path / "replays").glob("games-*.html"))
+    assert "selfplay/vote_accuracy" in first.stderr + first.stdout  # game stats are logged
     AutoModelForImageTextToText.from_pretrained(checkpoint)  # a loadable model
     second = train(tmp_path, default_model, "trainer.max_steps=2")
     assert second.returncode == 0, second.stderr[-3000:]

@@ -45,10 +45,12 @@ def rewards_come_from_the_games(**_: Any) -> list[float]:
 
 
 class TrajectoryGRPOTrainer(GRPOTrainer):
-    """GRPO on recorded turns (see the module docstring). ``rows(count)`` feeds every step."""
+    """GRPO on recorded turns (see the module docstring). ``rows(count)`` feeds every step;
+    ``metrics()``, called after it, gives numbers to log with TRL's (rewards, game stats)."""
 
     def __init__(self, model: Any, processor: Any, args: GRPOConfig, rows: RowSource,
-                 importance_cap: float = 3.0, **trainer_options: Any):
+                 importance_cap: float = 3.0,
+                 metrics: Callable[[], dict[str, float]] | None = None, **trainer_options: Any):
         from datasets import Dataset
 
         # TRL's loop draws prompts from a dataset to know how many rows a step takes; the rows
@@ -60,11 +62,14 @@ class TrajectoryGRPOTrainer(GRPOTrainer):
                          **trainer_options)
         self.rows = rows
         self.importance_cap = importance_cap
+        self.game_metrics = metrics
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         rows = list(self.rows(len(inputs)))
         if len(rows) != len(inputs):
             raise RuntimeError(f"the row source gave {len(rows)} rows for {len(inputs)}")
+        for name, value in (self.game_metrics() if self.game_metrics else {}).items():
+            self._metrics["train"][name].append(value)  # logged beside TRL's own metrics
         device = self.accelerator.device
         pad = self.processing_class.tokenizer.pad_token_id
         prompt_ids, prompt_mask = _pad([r.turn.prompt_ids for r in rows], pad, left=True)
