@@ -38,8 +38,8 @@ from agents.rollout import RolloutRunner
 from agents.transformers_agent import TransformersAgent
 from envs.render import save_replay
 from trainers.advantages import RoleBaselines
-from trainers.grpo import TrainingRow, TrajectoryGRPOTrainer
-from trainers.rows import spy_rows
+from trainers.grpo import TrajectoryGRPOTrainer
+from trainers.rows import TrainingRow, spy_rows
 from trainers.schedules import FixedAlternation, IterativeSPO
 
 log = logging.getLogger(__name__)

@@ -108,14 +108,15 @@ class OpenAIAgent(Agent):
                               f"fields ({error!r}): {str(answer)[:300]}") from None
 
     def _with_retries(self, body: dict[str, Any]) -> dict[str, Any]:
-        for attempt in range(self.retries + 1):
+        attempt = 0
+        while True:
             try:
                 return self._request("POST", "/chat/completions", body, self.timeout)
             except ServerError as error:
                 if not error.retryable or attempt == self.retries:
                     raise
             time.sleep(self.backoff * 2**attempt)
-        raise AssertionError("unreachable")
+            attempt += 1
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None,
                  timeout: float) -> dict[str, Any]:

@@ -13,7 +13,8 @@ import envs
 from agents.model import SamplingConfig
 from agents.rollout import RolloutRunner
 from agents.transformers_agent import TransformersAgent
-from trainers.grpo import TrainingRow, TrajectoryGRPOTrainer
+from trainers.grpo import TrajectoryGRPOTrainer
+from trainers.rows import TrainingRow
 
 
 @pytest.fixture(scope="module")

@@ -16,23 +16,13 @@ far likelier than the sampler did (a stale or numerically different sampler) cou
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from PIL import Image
 from trl import GRPOConfig, GRPOTrainer
 
-from agents.trajectory import TurnRecord
-
-
-@dataclass(frozen=True)
-class TrainingRow:
-    """One turn to train on, and its advantage."""
-
-    turn: TurnRecord
-    advantage: float
-
+from trainers.rows import TrainingRow
 
 #: Called with the number of rows the trainer needs next; returns that many rows.
 RowSource = Callable[[int], Sequence[TrainingRow]]

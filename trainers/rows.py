@@ -19,9 +19,18 @@ difficulty band, normalised within each game's answers (the majority is the labe
 
 from __future__ import annotations
 
-from agents.trajectory import GameResult
+from dataclasses import dataclass
+
+from agents.trajectory import GameResult, TurnRecord
 from trainers.advantages import RoleBaselines, group_normalize
-from trainers.grpo import TrainingRow
+
+
+@dataclass(frozen=True)
+class TrainingRow:
+    """One turn to train on, and its advantage."""
+
+    turn: TurnRecord
+    advantage: float
 
 
 def spy_rows(results: list[GameResult], stage: str,

@@ -62,23 +62,23 @@ def _unique(mention: dict[str, str], objects: list[dict[str, Any]]) -> bool:
     return sum(matches(mention, obj) for obj in objects) == 1
 
 
+#: kind -> (the attribute asked for, the question, its possible answers)
+_ATTRIBUTE_QUESTIONS = {"colour": ("colour", "What colour is {}?", COLOUR_NAMES),
+                        "where": ("position", "Where is {}?", POSITIONS)}
+
+
 def scene_question(scene: dict[str, Any], rng: random.Random) -> WrittenQuestion:
     """A question about a CLEVR scene: a count, an object's colour or an object's place."""
     objects = scene["objects"]
     obj = rng.choice(objects)
     kind = rng.choice(("count", "colour", "where"))
-    if kind == "colour":
-        referent = ("size", "material", "shape", "position")
+    if kind != "count":  # ask for one attribute of an object the others pick out uniquely
+        asked, question, values = _ATTRIBUTE_QUESTIONS[kind]
+        referent = tuple(a for a in ("size", "colour", "material", "shape", "position")
+                         if a != asked)
         if _unique({a: obj[a] for a in referent}, objects):
-            return _with_answer(f"What colour is {object_phrase(obj, referent, 'the')}?",
-                                obj["colour"], [c for c in COLOUR_NAMES if c != obj["colour"]],
-                                rng)
-    if kind == "where":
-        referent = ("size", "colour", "material", "shape")
-        if _unique({a: obj[a] for a in referent}, objects):
-            return _with_answer(f"Where is {object_phrase(obj, referent, 'the')}?",
-                                obj["position"], [p for p in POSITIONS if p != obj["position"]],
-                                rng)
+            return _with_answer(question.format(object_phrase(obj, referent, "the")),
+                                obj[asked], [v for v in values if v != obj[asked]], rng)
     attributes = rng.sample(("size", "colour", "material", "shape"), rng.randint(1, 2))
     mention = {a: obj[a] for a in attributes}
     adjectives = [obj[a] for a in ("size", "colour", "material") if a in attributes]
