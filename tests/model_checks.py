@@ -28,3 +28,20 @@ def trainer_logprobs(model, processor, observation: dict, completion: Completion
     steps = logits[0, start: start + len(completion.completion_ids)].float().log_softmax(-1)
     return steps.gather(-1, torch.tensor(completion.completion_ids)[:, None].to(
         steps.device))[:, 0].tolist()
+
+
+def engine_logprobs(agent, observation: dict, completion_ids: list[int]) -> list[float]:
+    """Log-probs a vLLM agent's engine, with the weights it holds now, gives ``completion_ids``
+    after ``observation``'s prompt (vLLM's prompt log-probs; the prompt's images expanded by vLLM
+    from one placeholder each, as when it samples)."""
+    from vllm import SamplingParams
+
+    prompt_ids = agent.processor.tokenizer(agent.prompt_text(observation),
+                                           add_special_tokens=False)["input_ids"]
+    prompt = {"prompt_token_ids": prompt_ids + list(completion_ids)}
+    if observation["images"]:
+        prompt["multi_modal_data"] = {"image": pil_images(observation)}
+    [output] = agent.llm.generate([prompt], SamplingParams(max_tokens=1, prompt_logprobs=0),
+                                  use_tqdm=False)
+    steps = output.prompt_logprobs[-len(completion_ids):]
+    return [step[token].logprob for token, step in zip(completion_ids, steps, strict=True)]

@@ -89,6 +89,17 @@ def test_games_do_not_depend_on_parallelism_and_runs_replay_exactly():
     assert many == run(3)  # the agent's own randomness follows the order of its calls
 
 
+def test_repeats_replay_each_seed_for_groups_of_games():
+    runner = RolloutRunner(make_spy(), make_agent("random", seed=0), parallel_games=3)
+    grouped = runner.run(4, seed=10, repeats=2)
+    single = runner.run(2, seed=10)
+    assert [r.game_id for r in grouped] == [single[0].game_id] * 2 + [single[1].game_id] * 2
+    assert grouped[0].roles == grouped[1].roles
+    assert grouped[0].turns[0].text != grouped[1].turns[0].text  # answered afresh
+    with pytest.raises(ValueError, match="repeats"):
+        runner.run(2, repeats=0)
+
+
 def test_seats_can_have_different_agents():
     spy_seats = Recording(make_agent("random", seed=0))
     others = Recording(make_agent("scripted", game="spy", seed=0))

@@ -29,23 +29,21 @@ def spy_game(game: str, spy_reward: float, votes: list[float]) -> GameResult:
 def test_clue_stage_rows_use_role_baselines_then_update_them():
     baselines = RoleBaselines(decay=0.9)
     games = [spy_game("g1", -0.6, [1.0, -1.0]), spy_game("g2", -0.2, [1.0, 1.0])]
-    rows = spy_rows(games, "clue", baselines)
+    rows = spy_rows(games, baselines)["clue"]
     assert [r.turn.phase for r in rows] == ["clue"] * 6
     assert [r.advantage for r in rows] == pytest.approx([-0.6, 0.3, 0.3, -0.2, 0.1, 0.1])
     assert baselines.values[("spy", "spy")] == pytest.approx(0.1 * -0.4)
-    again = spy_rows(games, "clue", baselines)
+    again = spy_rows(games, baselines)["clue"]
     assert again[0].advantage == pytest.approx(-0.6 + 0.04)
 
 
 def test_decision_stage_rows_are_normalised_per_game_and_still_move_the_baselines():
     baselines = RoleBaselines(decay=0.9)
     rows = spy_rows([spy_game("g1", -0.6, [1.0, -1.0]), spy_game("g2", -0.2, [1.0, 1.0])],
-                    "decision", baselines)
+                    baselines)["decision"]
     assert [r.turn.phase for r in rows] == ["decision"] * 4
     assert [r.advantage for r in rows] == pytest.approx([1.0, -1.0, 0.0, 0.0])
     assert baselines.values[("spy", "spy")] == pytest.approx(0.1 * -0.4)
-    with pytest.raises(ValueError, match="stage"):
-        spy_rows([], "vote", baselines)
 
 
 def test_qa_duel_rows_keep_answers_of_games_in_the_band():
@@ -55,6 +53,21 @@ def test_qa_duel_rows_keep_answers_of_games_in_the_band():
                   for i, r in enumerate(rewards)]
         return GameResult(name, "qa_duel", {}, {}, {"in_band": in_band}, turns)
 
-    rows = qa_duel_rows([game("a", 1.0, [1.0, 0.0]), game("b", 0.0, [1.0, 1.0])])
+    rows = qa_duel_rows([game("a", 1.0, [1.0, 0.0]), game("b", 0.0, [1.0, 1.0])])["answer"]
     assert [r.turn.game_id for r in rows] == ["a", "a"]
     assert [r.advantage for r in rows] == pytest.approx([1.0, -1.0])
+    # two plays of image "a" (same seed, same game id) are answered apart: groups are games
+    rows = qa_duel_rows([game("a", 1.0, [1.0, 0.0]), game("a", 1.0, [1.0, 1.0])])["answer"]
+    assert [r.advantage for r in rows] == pytest.approx([1.0, -1.0, 0.0, 0.0])
+
+
+def test_qa_duel_question_rows_are_grouped_by_image():
+    def game(name: str, reward: float) -> GameResult:
+        return GameResult(name, "qa_duel", {}, {}, {"in_band": 1.0},
+                          [turn(name, 0, "questioner_1", "questioner", "question", reward)])
+
+    rows = qa_duel_rows([game("a", 0.4), game("a", 0.0), game("b", -1.0), game("b", 0.5),
+                         game("c", 0.2)])["question"]
+    assert [r.turn.phase for r in rows] == ["question"] * 5
+    assert [r.advantage for r in rows] == pytest.approx([1.0, -1.0, -1.0, 1.0, 0.0])
+    assert qa_duel_rows([])["answer"] == []

@@ -71,3 +71,16 @@ def test_fixed_alternation_as_released():
                                                      DECISION]
     with pytest.raises(ValueError, match="cycle"):
         FixedAlternation(cycle=0)
+
+
+def test_fixed_alternation_runs_v_zero_iterations_and_resumes():
+    duel = FixedAlternation(cycle=2, stages=("question", "answer"))
+    assert [duel.stage] + [duel.update() for _ in range(4)] == [
+        "question", "question", "answer", "answer", "question"]
+    assert duel.update() == "question" and duel.skip() == "answer"
+    assert duel.update() == "answer" and duel.update() == "question"
+    resumed = FixedAlternation(stages=("x", "y"))
+    resumed.load_state_dict(duel.state_dict())
+    assert resumed == duel
+    with pytest.raises(ValueError, match="two stages"):
+        FixedAlternation(stages=("question",))

@@ -86,6 +86,11 @@ def test_runner_with_vllm_writes_trajectories_that_reload(engine, tmp_path):
 
 # ----- `vllm serve` and the OpenAI-compatible client -----
 
+def test_weights_load_only_into_an_in_process_engine(engine):
+    with pytest.raises(RuntimeError, match="in_process=True"):
+        engine.load_weights([])
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -1,7 +1,9 @@
 """From finished games to training rows: which turns are trained, with which advantage.
 
-Who Is the Spy (``spy_rows``), one stage at a time (Iterative-SPO: only the active stage gets
-gradients):
+Both functions give the rows of every stage of a batch of games, by stage; a trainer uses the
+active stage's (Iterative-SPO, V-Zero: only the active stage gets gradients).
+
+Who Is the Spy (``spy_rows``):
 
 - ``clue`` stage: every clue turn of every player; advantage = the turn's reward minus the EMA
   baseline of its (game, role) *before* this batch, then the baselines take the batch's mean
@@ -13,8 +15,13 @@ gradients):
 The role baselines move on every batch, the decision stage's included (as in the released code),
 so they are current when the clue stage comes back.
 
-QA duel (``qa_duel_rows``): the solver's answers of games whose confidence is inside the
-difficulty band, normalised within each game's answers (the majority is the label).
+QA duel (``qa_duel_rows``), one role per stage (V-Zero: the questioner, then the solver):
+
+- ``question`` stage: every valid or invalid question, normalised within the questions asked
+  about one image. Games replayed from one seed (the rollout runner's ``repeats``) show the same
+  image and share their ``game_id``: those form the group.
+- ``answer`` stage: the solver's answers of games whose confidence is inside the difficulty band,
+  normalised within each game's answers (the majority is the label).
 """
 
 from __future__ import annotations
@@ -33,24 +40,30 @@ class TrainingRow:
     advantage: float
 
 
-def spy_rows(results: list[GameResult], stage: str,
-             baselines: RoleBaselines) -> list[TrainingRow]:
-    """The training rows of ``stage`` ("clue" or "decision") from finished spy games."""
-    if stage not in ("clue", "decision"):
-        raise ValueError(f"stage must be 'clue' or 'decision', got {stage!r}")
+def spy_rows(results: list[GameResult],
+             baselines: RoleBaselines) -> dict[str, list[TrainingRow]]:
+    """The training rows of both stages ("clue" and "decision") from finished spy games; the
+    role baselines move once."""
     clues = [t for r in results for t in r.turns if t.phase == "clue"]
     clue_advantages = baselines.advantages([(t.env, t.role) for t in clues],
                                            [t.reward for t in clues])
-    if stage == "clue":
-        return [TrainingRow(t, a) for t, a in zip(clues, clue_advantages, strict=True)]
     votes = [t for r in results for t in r.turns if t.phase == "decision"]
-    advantages = group_normalize([t.game_id for t in votes], [t.reward for t in votes])
-    return [TrainingRow(t, a) for t, a in zip(votes, advantages, strict=True)]
+    vote_advantages = group_normalize([t.game_id for t in votes], [t.reward for t in votes])
+    return {"clue": _rows(clues, clue_advantages), "decision": _rows(votes, vote_advantages)}
 
 
-def qa_duel_rows(results: list[GameResult]) -> list[TrainingRow]:
-    """The solver's answers of the games that pass the difficulty filter, group-normalised."""
-    answers = [t for r in results if r.stats.get("in_band") for t in r.turns
-               if t.phase == "answer"]
-    advantages = group_normalize([t.game_id for t in answers], [t.reward for t in answers])
-    return [TrainingRow(t, a) for t, a in zip(answers, advantages, strict=True)]
+def qa_duel_rows(results: list[GameResult]) -> dict[str, list[TrainingRow]]:
+    """The training rows of both stages ("question" and "answer") from finished QA duels."""
+    questions = [t for r in results for t in r.turns if t.phase == "question"]
+    question_advantages = group_normalize([t.game_id for t in questions],
+                                          [t.reward for t in questions])
+    games = [(number, t) for number, r in enumerate(results) if r.stats.get("in_band")
+             for t in r.turns if t.phase == "answer"]
+    answer_advantages = group_normalize([number for number, _ in games],
+                                        [t.reward for _, t in games])
+    return {"question": _rows(questions, question_advantages),
+            "answer": _rows([t for _, t in games], answer_advantages)}
+
+
+def _rows(turns: list[TurnRecord], advantages: list[float]) -> list[TrainingRow]:
+    return [TrainingRow(t, a) for t, a in zip(turns, advantages, strict=True)]

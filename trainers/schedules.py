@@ -7,7 +7,8 @@ both starting at 0) of the vote accuracy and the N/A rate; decision -> clue when
 and N/A <= 0.1; clue -> decision when the error (1 - accuracy) >= 0.4 or N/A >= 0.5; a stage is
 kept at least ``min_steps`` = 5 updates; decision first. Only the active stage gets gradients.
 The released code instead alternates every ``cycle`` steps (``FixedAlternation``, cycle 1 in its
-script).
+script). ``FixedAlternation`` with other stage names also runs V-Zero's loop: ``cycle`` steps of
+the questioner, then ``cycle`` of the solver, per iteration.
 """
 
 from __future__ import annotations
@@ -72,21 +73,31 @@ class IterativeSPO:
 
 @dataclass
 class FixedAlternation:
-    """The released code's schedule: ``cycle`` steps of decision, then ``cycle`` of clue."""
+    """``cycle`` steps of the first stage, then ``cycle`` of the second, and again: the released
+    Vision-Zero code's schedule (decision, clue) or V-Zero's iterations (question, answer)."""
 
     cycle: int = 1
     step: int = 0
+    stages: tuple[str, str] = (DECISION, CLUE)
 
     def __post_init__(self) -> None:
         check_int("cycle", self.cycle, 1)
+        self.stages = tuple(self.stages)
+        if len(self.stages) != 2:
+            raise ValueError(f"stages must name two stages, got {self.stages!r}")
 
     @property
     def stage(self) -> str:
-        return DECISION if self.step % (2 * self.cycle) < self.cycle else CLUE
+        return self.stages[0] if self.step % (2 * self.cycle) < self.cycle else self.stages[1]
 
-    def update(self, accuracy: float, na_rate: float) -> str:
-        """Count one step (the statistics do not matter) and return the stage to train next."""
+    def update(self, *statistics: float) -> str:
+        """Count one step (statistics do not matter) and return the stage to train next."""
         self.step += 1
+        return self.stage
+
+    def skip(self) -> str:
+        """Move on to the start of the other stage (when this one has nothing to train on)."""
+        self.step = (self.step // self.cycle + 1) * self.cycle
         return self.stage
 
     def state_dict(self) -> dict:
@@ -94,3 +105,4 @@ class FixedAlternation:
 
     def load_state_dict(self, state: dict) -> None:
         self.cycle, self.step = state["cycle"], state["step"]
+        self.stages = tuple(state["stages"])

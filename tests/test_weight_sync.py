@@ -1,0 +1,62 @@
+"""Weight sync: after a GRPO step the in-process vLLM engine holds the trained weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+from trl import GRPOConfig
+
+from agents.model import SamplingConfig
+from agents.trajectory import TurnRecord
+from agents.vllm_agent import VLLMAgent
+from tests.model_checks import engine_logprobs, trainer_logprobs
+from trainers.grpo import TrajectoryGRPOTrainer
+from trainers.rows import TrainingRow
+from trainers.weight_sync import SyncRolloutWeights
+
+
+@pytest.fixture(scope="module")
+def engine(default_model) -> VLLMAgent:
+    return VLLMAgent(default_model, SamplingConfig(max_tokens=8, seed=0), max_model_len=1024,
+                     enforce_eager=True, in_process=True)
+
+
+def as_row(observation: dict, completion, advantage: float) -> TrainingRow:
+    turn = TurnRecord(game_id="g", env="spy", turn=0, seat="player_1", role="civilian",
+                      phase="clue", round=0, agent="vllm", prompt=observation["prompt"],
+                      images=list(observation["images"]), text=completion.text,
+                      prompt_ids=completion.prompt_ids, completion_ids=completion.completion_ids,
+                      logprobs=completion.logprobs, reward=advantage)
+    return TrainingRow(turn, advantage)
+
+
+def test_engine_samples_the_trained_weights_after_a_step(engine, default_model,
+                                                         spy_observations, tmp_path):
+    processor = AutoProcessor.from_pretrained(default_model, padding_side="left")
+    model = AutoModelForImageTextToText.from_pretrained(default_model, dtype=torch.float32)
+    observation = spy_observations[0]
+    completions = engine.sample([observation], 4)[0]
+    fixed = completions[0]
+    before = engine_logprobs(engine, observation, fixed.completion_ids)
+    assert before == pytest.approx(fixed.logprobs, abs=0.02)
+
+    rows = [as_row(observation, c, 1.0 if i % 2 else -1.0) for i, c in enumerate(completions)]
+    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=1,
+                      per_device_train_batch_size=4, num_generations=2, learning_rate=1e-2,
+                      save_strategy="no")
+    sync = SyncRolloutWeights(engine)
+    trainer = TrajectoryGRPOTrainer(model, processor, args, rows=lambda count: rows[:count],
+                                    callbacks=[sync])
+    trainer.train()
+    assert sync.pushes == 2  # at the start and after the one step
+
+    after = engine_logprobs(engine, observation, fixed.completion_ids)
+    trained = trainer_logprobs(model.eval(), processor, observation, fixed)
+    assert after == pytest.approx(trained, abs=0.05)  # the engine holds bf16 copies
+    assert max(abs(a - b) for a, b in zip(after, before, strict=True)) > 0.2
+    # and what it samples now comes with log-probs of the trained model
+    [new] = engine.act([observation])
+    assert new.logprobs == pytest.approx(trainer_logprobs(model, processor, observation, new),
+                                         abs=0.05)
+

@@ -1,0 +1,64 @@
+"""Keeps a rollout engine on the trained weights: after every optimizer step, and once at the start
+(a resumed run's weights come from its checkpoint, not from the path the engine loaded).
+
+The engine is anything with ``load_weights(named_tensors)`` — :class:`agents.vllm_agent.VLLMAgent`
+built with ``in_process=True``. The transformers backend needs none of this: it plays with the
+trained model object itself. A peft (LoRA) model's adapters are merged into its base weights for
+the push and unmerged after, so the engine gets plain weights under the base model's names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import torch
+from transformers import TrainerCallback
+
+
+class WeightLoader(Protocol):
+    """What the callback pushes weights into."""
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None: ...
+
+
+class SyncRolloutWeights(TrainerCallback):
+    """Pushes the model's weights into ``engine`` at the start of training and after each
+    optimizer step."""
+
+    def __init__(self, engine: WeightLoader):
+        self.engine = engine
+        self.pushes = 0
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None,
+                       **kwargs: Any) -> None:
+        self.push(model)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None,
+                    **kwargs: Any) -> None:
+        self.push(model)
+
+    def push(self, model: Any) -> None:
+        """Loads ``model``'s current weights into the engine."""
+        with merged_weights(model) as weights:
+            self.engine.load_weights(weights)
+        self.pushes += 1
+
+
+@contextmanager
+def merged_weights(model: Any) -> Iterator[list[tuple[str, torch.Tensor]]]:
+    """The model's parameters as (name, tensor) under the base model's names; a peft model's
+    adapters are merged in while the block runs."""
+    if not hasattr(model, "merge_adapter"):
+        yield [(name, p.detach()) for name, p in model.named_parameters()]
+        return
+    trained_copy = f".modules_to_save.{model.active_adapter}."
+    model.merge_adapter()
+    try:
+        yield [(name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+                .replace(trained_copy, "."), p.detach())
+               for name, p in model.named_parameters()
+               if "lora_" not in name and ".original_module." not in name]
+    finally:
+        model.unmerge_adapter()
