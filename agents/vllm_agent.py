@@ -63,7 +63,7 @@ class VLLMAgent(Agent):
                            limit_mm_per_prompt={"image": max_images}, enforce_eager=enforce_eager,
                            logprobs_mode="processed_logprobs", seed=self.sampling.seed or 0,
                            enable_sleep_mode=sleep, **engine_options)
-        self.in_process, self.asleep = in_process, False
+        self.in_process, self._asleep = in_process, set()
         self.seeds = RequestSeeds(None if current_platform.is_cpu() else self.sampling.seed)
         self.sampling_options = sampling_options or {}
 
@@ -73,7 +73,7 @@ class VLLMAgent(Agent):
         if not self.in_process:
             raise RuntimeError("load_weights needs the engine in this process: create the agent "
                                "with in_process=True")
-        self.wake_up()
+        self._wake({"weights"})  # the KV cache stays asleep until the next generation
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         # everything computed with the old weights: KV blocks of shared prefixes, image
         # embeddings (the scheduler's record of them too), and the processed-image cache that
@@ -83,17 +83,20 @@ class VLLMAgent(Agent):
         self.llm.reset_mm_cache()
 
     def sleep(self) -> None:
-        """Frees the engine's GPU memory (weights offloaded, KV cache dropped) until the next
-        generation; needs ``sleep=True``."""
-        if not self.asleep:
+        """Frees the engine's GPU memory (weights offloaded to the CPU, KV cache dropped) until
+        it is needed again; needs ``sleep=True``."""
+        if not self._asleep:
             self.llm.sleep(level=1)
-            self.asleep = True
+            self._asleep = {"weights", "kv_cache"}
 
-    def wake_up(self) -> None:
-        """Gives a sleeping engine its memory back (a no-op when awake)."""
-        if self.asleep:
-            self.llm.wake_up()
-            self.asleep = False
+    def _wake(self, tags: set[str]) -> None:
+        """Gives the engine back the memory of ``tags`` if asleep. Memory the trainer's caching
+        allocator holds but does not use is released first, or vLLM could not map its own."""
+        waking = self._asleep & tags
+        if waking:
+            torch.cuda.empty_cache()
+            self.llm.wake_up(tags=sorted(waking))
+            self._asleep -= waking
 
     def prompt_text(self, observation: dict[str, Any]) -> str:
         """The chat template's text for an observation, one placeholder per image."""
@@ -127,7 +130,7 @@ class VLLMAgent(Agent):
         if not observations:
             return []
         prompts = [self.engine_prompt(observation) for observation in observations]
-        self.wake_up()
+        self._wake({"weights", "kv_cache"})
         outputs = self.llm.generate(prompts, self.sampling_params(len(prompts), n),
                                     use_tqdm=False)
         return [[Completion(text=sample.text, prompt_ids=list(output.prompt_token_ids),

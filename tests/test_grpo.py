@@ -30,13 +30,14 @@ def played(default_model):
     return model, processor, [TrainingRow(t, 1.0 if i % 2 else -1.0) for i, t in enumerate(turns)]
 
 
-def make_trainer(model, processor, rows, tmp_path, **options) -> TrajectoryGRPOTrainer:
+def make_trainer(model, processor, rows, tmp_path, peft_config=None,
+                 **options) -> TrajectoryGRPOTrainer:
     args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none",
                       gradient_checkpointing=False, per_device_train_batch_size=4,
                       num_generations=2, max_steps=1, learning_rate=1e-2, logging_steps=1,
                       save_strategy="no", **options)
     queue = iter(rows)
-    return TrajectoryGRPOTrainer(model, processor, args,
+    return TrajectoryGRPOTrainer(model, processor, args, peft_config=peft_config,
                                  rows=lambda count: [next(queue) for _ in range(count)])
 
 
@@ -79,3 +80,25 @@ def test_kl_to_a_reference_and_a_short_row_source(played, tmp_path):
     short = TrajectoryGRPOTrainer(model, processor, trainer.args, rows=lambda count: rows[:1])
     with pytest.raises(RuntimeError, match="gave 1 rows for 4"):
         short._generate_and_score_completions([{}] * 4)
+
+
+def test_kl_reference_of_a_lora_model_is_the_base_model(default_model, played, tmp_path):
+    from peft import LoraConfig
+
+    _, processor, rows = played
+    model = AutoModelForImageTextToText.from_pretrained(default_model, dtype=torch.float32)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    trainer = make_trainer(model, processor, rows, tmp_path, beta=0.04, peft_config=lora)
+    assert trainer.ref_model is None  # peft: the reference is the model with adapters off
+    batch = trainer._generate_and_score_completions([{}] * 4)
+    base = make_trainer(AutoModelForImageTextToText.from_pretrained(
+        default_model, dtype=torch.float32), processor, rows, tmp_path / "base")
+    mask = batch["completion_mask"].bool()
+    with torch.no_grad():
+        expected = base._get_per_token_logps_and_entropies(
+            base.model, torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1),
+            torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1),
+            batch["completion_ids"].size(1), 4,
+            **{k: batch[k] for k in ("pixel_values", "image_grid_thw", "num_images",
+                                     "mm_token_type_ids")})[0]
+    assert torch.allclose(batch["ref_per_token_logps"][mask], expected[mask], atol=1e-4)

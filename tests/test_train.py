@@ -79,3 +79,26 @@ def test_train_refuses_unknown_games_and_values(default_model, tmp_path):
     assert result.returncode != 0 and "training recipes for 'spy' and 'qa_duel'" in result.stderr
     result = train(tmp_path, default_model, "model.dtype=float8", "trainer.max_steps=1")
     assert result.returncode != 0 and "model.dtype must be one of" in result.stderr
+
+
+def test_every_config_group_option_composes_into_valid_settings():
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+    from peft import LoraConfig
+    from trl import GRPOConfig
+
+    from train import DTYPES
+
+    options = {group: sorted(p.stem for p in (ROOT / "configs" / group).glob("*.yaml"))
+               for group in ("env", "model", "agent", "trainer")}
+    assert options["agent"] == ["transformers", "vllm"] and "gpu" in options["trainer"]
+    with initialize_config_dir(str(ROOT / "configs"), version_base=None):
+        for trainer in options["trainer"]:
+            cfg = compose("train", overrides=[f"trainer={trainer}", "trainer.use_cpu=true",
+                                              "trainer.bf16=false"])
+            GRPOConfig(output_dir="unused", **OmegaConf.to_container(cfg.trainer))
+        for model in options["model"]:
+            cfg = compose("train", overrides=[f"model={model}"])
+            assert cfg.model.dtype in DTYPES
+            if cfg.model.lora:
+                LoraConfig(task_type="CAUSAL_LM", **OmegaConf.to_container(cfg.model.lora))

@@ -15,12 +15,14 @@ far likelier than the sampler did (a stale or numerically different sampler) cou
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from PIL import Image
 from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import use_adapter
 
 from trainers.rows import TrainingRow
 
@@ -71,13 +73,15 @@ class TrajectoryGRPOTrainer(GRPOTrainer):
         attention = torch.cat([prompt_mask, completion_mask], dim=1)
         forward = self._image_inputs(rows, ids)
         logits_to_keep = completion_ids.size(1)
+        micro_batch = self.args.per_device_train_batch_size  # rows per forward pass
         with torch.no_grad():
             trainer_logps = self._get_per_token_logps_and_entropies(
-                self.model, ids, attention, logits_to_keep, len(rows), **forward)[0]
+                self.model, ids, attention, logits_to_keep, micro_batch, **forward)[0]
             ref_logps = None
             if self.beta != 0.0:
-                ref_logps = self._get_per_token_logps_and_entropies(
-                    self.ref_model, ids, attention, logits_to_keep, len(rows), **forward)[0]
+                with self._reference() as reference:
+                    ref_logps = self._get_per_token_logps_and_entropies(
+                        reference, ids, attention, logits_to_keep, micro_batch, **forward)[0]
         weight = torch.exp(trainer_logps - sampler_logps.to(device)).clamp(max=self.importance_cap)
         advantages = torch.tensor([r.advantage for r in rows], device=device)[:, None] * weight
         output = {
@@ -90,6 +94,17 @@ class TrajectoryGRPOTrainer(GRPOTrainer):
         if ref_logps is not None:
             output["ref_per_token_logps"] = ref_logps
         return output
+
+    @contextmanager
+    def _reference(self) -> Iterator[Any]:
+        """The model the KL term compares with: TRL's reference copy, or for a peft model the
+        model with its adapters off (as TRL does)."""
+        if self.ref_model is not None:
+            yield self.ref_model
+            return
+        model = self.accelerator.unwrap_model(self.model)
+        with use_adapter(model, adapter_name="ref" if "ref" in model.peft_config else None):
+            yield self.model
 
     def _image_inputs(self, rows: list[TrainingRow], ids: torch.Tensor) -> dict[str, Any]:
         """``pixel_values``, ``image_grid_thw``, ``num_images`` and ``mm_token_type_ids`` (1 on

@@ -1,0 +1,199 @@
+"""What a self-play GRPO step costs on one GPU: rollouts on a colocated vLLM engine, the update.
+
+    python benchmarks/train_step_gpu.py --shape 7b   # Qwen2-VL-7B-shaped, LoRA (r 64, all linear)
+    python benchmarks/train_step_gpu.py --shape 3b   # 3B-shaped language model, full fine-tuning
+
+It runs train.py's own trainer (``train.build`` on the Hydra config: ``agent=vllm`` with sleep mode,
+``trainer=gpu``) on spy games for ``--steps`` steps with the stages alternating (decision, clue,
+...), so both stages are timed. The model has the real model's shape and random weights: saved
+once to ``--model-folder`` for the trainer, while vLLM builds dummy weights and receives the
+trainer's at the start, as after every step. The tiny tokenizer cannot decode the big vocabulary,
+so completions are fixed-length (``ignore_eos``, ``--max-tokens``) and not detokenised: every move
+is an invalid move, which costs the games nothing in speed.
+
+A step trains as many rows as a round of games gives clue turns (8 a game; a decision step, at 3
+votes a game, plays three rounds; a clue step may use the rows a decision step's games left).
+Printed per step: stage, games played, rows trained, seconds in rollouts and in the update (the
+weight push to vLLM included), and the peak GPU memory in use (all processes' allocations,
+sampled every 20 ms). From them: rollout seconds per game, update seconds per row (steps after
+the first, a warm-up), and the projection for Vision-Zero's CLEVR recipe — 100 iterations of 128
+four-player games, a step training 3 rows a game (decision) or 8 (clue) — against the paper's
+127 A100-hours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra import compose, initialize_config_dir
+from transformers import AutoConfig, AutoModelForImageTextToText, TrainerCallback
+
+from agents.default_model import default_model_path
+from train import build
+
+ROOT = Path(__file__).resolve().parent.parent
+SHAPES = {
+    "7b": {"text": {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+                    "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064},
+           "lora": True},
+    "3b": {"text": {"hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36,
+                    "num_attention_heads": 16, "num_key_value_heads": 2, "vocab_size": 151936},
+           "lora": False},
+}
+VISION = {"depth": 32, "embed_dim": 1280, "num_heads": 16, "mlp_ratio": 4}
+ROPE = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]}
+PAPER_A100_HOURS = 127
+
+
+def shaped_model(shape: str, folder: Path) -> Path:
+    """A folder with a ``shape``-sized Qwen2-VL (random bf16 weights) and the tiny tokenizer and
+    processor (with a larger image budget)."""
+    if (folder / "model.safetensors.index.json").is_file():
+        return folder
+    tiny = default_model_path()
+    folder.mkdir(parents=True, exist_ok=True)
+    for item in tiny.iterdir():
+        if item.suffix != ".safetensors":
+            shutil.copy(item, folder / item.name)
+    config = json.loads((tiny / "config.json").read_text())
+    text = SHAPES[shape]["text"]
+    config["text_config"].update(text, rope_parameters=ROPE,
+                                 layer_types=["full_attention"] * text["num_hidden_layers"])
+    config["vision_config"].update(VISION, hidden_size=text["hidden_size"])
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    processor = json.loads((folder / "processor_config.json").read_text())
+    processor["image_processor"]["size"] = {"shortest_edge": 28 * 28 * 4,
+                                            "longest_edge": 28 * 28 * 256}
+    (folder / "processor_config.json").write_text(json.dumps(processor, indent=2))
+    with torch.device("cuda"):
+        model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(folder),
+                                                        dtype=torch.bfloat16)
+    model.save_pretrained(folder, max_shard_size="5GB")
+    del model
+    torch.cuda.empty_cache()
+    return folder
+
+
+class PeakMemory:
+    """The most GPU memory in use (``total - free``, every process) since the last reset."""
+
+    def __init__(self, every: float = 0.02):
+        self.peak, self.every = 0, every
+        self._stop = threading.Event()
+        threading.Thread(target=self._poll, daemon=True).start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            free, total = torch.cuda.mem_get_info()
+            self.peak = max(self.peak, total - free)
+            time.sleep(self.every)
+
+    def reset(self) -> int:
+        peak, self.peak = self.peak, 0
+        return peak
+
+
+class StepTimer(TrainerCallback):
+    """Per step: seconds in all, seconds inside the row source (rollouts), games, memory."""
+
+    def __init__(self, trainer: Any, selfplay: Any, memory: PeakMemory):
+        self.selfplay, self.memory, self.steps = selfplay, memory, []
+        self.rollout_seconds = 0.0
+        rows = trainer.rows
+
+        def timed_rows(count: int) -> Any:
+            started = time.perf_counter()
+            out = rows(count)
+            self.rollout_seconds += time.perf_counter() - started
+            self.stage = out[0].turn.phase
+            return out
+
+        trainer.rows = timed_rows
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.started, self.games, self.rollout_seconds = (time.perf_counter(),
+                                                          self.selfplay.games_played, 0.0)
+        self.memory.reset()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        seconds = time.perf_counter() - self.started
+        games = self.selfplay.games_played - self.games
+        self.steps.append({"step": state.global_step, "stage": self.stage, "games": games,
+                           "rows": args.per_device_train_batch_size
+                           * args.gradient_accumulation_steps,
+                           "rollout_s": self.rollout_seconds,
+                           "update_s": seconds - self.rollout_seconds,
+                           "peak_gib": self.memory.reset() / 2**30})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="7b")
+    parser.add_argument("--games", type=int, default=32, help="games a round")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--micro-batch", type=int, default=8)
+    parser.add_argument("--gpu-memory", type=float, default=0.4,
+                        help="vLLM's gpu_memory_utilization")
+    parser.add_argument("--model-folder", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/zeroplay-train-step"))
+    args = parser.parse_args()
+    folder = shaped_model(args.shape, args.model_folder or Path(f"/tmp/zeroplay-{args.shape}"))
+    rows = 8 * args.games
+    if rows % args.micro_batch:
+        raise SystemExit(f"8 x --games ({rows}) must be a multiple of --micro-batch")
+    # the language model's linear layers (Qwen2-VL's vision tower names its own differently)
+    lora = ("+model.lora={r: 64, lora_alpha: 128, target_modules: "
+            "[q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]}")
+    overrides = [
+        "env=spy", f"model.path={folder}", "model.dtype=bfloat16", "agent=vllm",
+        "agent.sleep=true", "+agent.engine.load_format=dummy",
+        f"+agent.engine.gpu_memory_utilization={args.gpu_memory}",
+        "+agent.sampling_options.ignore_eos=true", "+agent.sampling_options.detokenize=false",
+        f"sampling.max_tokens={args.max_tokens}", "trainer=gpu",
+        f"trainer.max_steps={args.steps}", "+trainer.save_strategy=no", "trainer.report_to=none",
+        f"trainer.per_device_train_batch_size={args.micro_batch}",
+        f"trainer.gradient_accumulation_steps={rows // args.micro_batch}",
+        f"selfplay.games_per_round={args.games}", "selfplay.schedule=alternate",
+    ] + ([lora] if SHAPES[args.shape]["lora"] else [])
+    with initialize_config_dir(str(ROOT / "configs"), version_base=None):
+        cfg = compose("train", overrides=overrides)
+    shutil.rmtree(args.out, ignore_errors=True)
+    started = time.perf_counter()
+    trainer, selfplay = build(cfg, args.out)
+    memory = PeakMemory()
+    timer = StepTimer(trainer, selfplay, memory)
+    trainer.add_callback(timer)
+    print(f"set-up (model load, vLLM start): {time.perf_counter() - started:.0f} s")
+    trainer.train()
+
+    print(f"\n{args.shape}-shaped, {'LoRA' if SHAPES[args.shape]['lora'] else 'full'}, "
+          f"{args.games} games a round, {args.max_tokens} tokens a turn, {rows} rows a step")
+    print(f"{'step':>4} {'stage':>9} {'games':>5} {'rows':>5} {'rollout s':>9} {'update s':>8} "
+          f"{'peak GiB':>8}")
+    for s in timer.steps:
+        print(f"{s['step']:>4} {s['stage']:>9} {s['games']:>5} {s['rows']:>5} "
+              f"{s['rollout_s']:>9.1f} {s['update_s']:>8.1f} {s['peak_gib']:>8.1f}")
+    # rollouts: every game played; updates: the steps after the first (warm-up)
+    per_game = sum(s["rollout_s"] for s in timer.steps) / sum(s["games"] for s in timer.steps)
+    timed = timer.steps[1:] or timer.steps
+    per_row = sum(s["update_s"] for s in timed) / sum(s["rows"] for s in timed)
+    print(f"rollouts {per_game:.3f} s a game, updates {per_row:.3f} s a row "
+          f"(weight push to vLLM included); peak GPU memory "
+          f"{max(s['peak_gib'] for s in timer.steps):.1f} GiB")
+    for stage, rows_a_game in (("decision", 3), ("clue", 8)):
+        step = 128 * (per_game + rows_a_game * per_row)
+        print(f"projection, {stage} stage: a step of 128 games = {step:.0f} s; 100 steps = "
+              f"{100 * step / 3600:.1f} H100-hours (target <= 13; the paper: "
+              f"{PAPER_A100_HOURS} A100-hours)")
+
+
+if __name__ == "__main__":
+    main()
