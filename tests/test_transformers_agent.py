@@ -84,7 +84,7 @@ def test_arena_plays_with_a_model_and_saves_trajectories(default_model, tmp_path
 
     command = [sys.executable, "-m", "agents.arena", "agent=transformers", "games=2",
                "parallel_games=2", "replays=1", "trajectories=true",
-               f"+agent_options.model={default_model}", "+agent_options.max_tokens=8",
+               f"+agent.model={default_model}", "+agent.max_tokens=8",
                f"hydra.run.dir={tmp_path}"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300,
                             cwd=Path(__file__).parent.parent, env=os.environ.copy())

@@ -140,17 +140,19 @@ class SelfPlay:
     Each call is one training step: rows of the active stage come from the games played for the
     previous step and left over, then from new rounds; after ``rounds_per_stage`` rounds without
     enough rows the recipe skips to its next stage. The recipe sees the latest round's statistics
-    once per step. ``after_rollouts`` runs once a step's rows are in (e.g. to put a vLLM engine to
-    sleep during the update)."""
+    once per step — through ``share`` when given, which averages them over data-parallel
+    processes so that all of them keep the same stage. ``after_rollouts`` runs once a step's rows
+    are in (e.g. to put a vLLM engine to sleep during the update)."""
 
     def __init__(self, runner: RolloutRunner, recipe: Recipe, games_per_round: int,
                  seed: int = 0, replays: Path | None = None,
-                 after_rollouts: Callable[[], None] | None = None, rounds_per_stage: int = 8):
+                 after_rollouts: Callable[[], None] | None = None, rounds_per_stage: int = 8,
+                 share: Callable[[dict[str, float]], dict[str, float]] | None = None):
         if games_per_round < 1:
             raise ValueError(f"games_per_round must be >= 1, got {games_per_round}")
         self.runner, self.recipe, self.games_per_round = runner, recipe, games_per_round
         self.seed, self.replays, self.after_rollouts = seed, replays, after_rollouts
-        self.rounds_per_stage = rounds_per_stage
+        self.rounds_per_stage, self.share = rounds_per_stage, share
         self.games_played = self.skipped_stages = 0
         self.metrics: dict[str, float] = {}
         self._statistics: dict[str, float] = {}
@@ -182,7 +184,7 @@ class SelfPlay:
         # correct for one step of staleness)
         used = {id(row) for row in taken}
         self._left_over = {s: [r for r in rows if id(r) not in used] for s, rows in fresh.items()}
-        self.recipe.observe(self._statistics)
+        self.recipe.observe(self.share(self._statistics) if self.share else self._statistics)
         self.metrics["selfplay/skipped_stages"] = float(self.skipped_stages)
         self.metrics |= {f"selfplay/stage_{name}": float(name == stage)
                          for name in self.recipe.stages}
