@@ -45,7 +45,6 @@ import argparse
 import json
 import tempfile
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -65,6 +64,7 @@ from agents.model import SamplingConfig
 from agents.rollout import RolloutRunner
 from agents.trajectory import GameResult
 from agents.transformers_agent import TransformersAgent
+from trainers.advantages import group_normalize
 from trainers.grpo import TrajectoryGRPOTrainer
 from trainers.rows import TrainingRow
 from trainers.selfplay import SelfPlay
@@ -128,11 +128,9 @@ class VoteRecipe:
 
     def rows(self, results: list[GameResult]) -> dict[str, list[TrainingRow]]:
         votes = [t for r in results for t in r.turns if t.phase == "decision"]
-        by_game: dict[str, list[float]] = defaultdict(list)
-        for vote in votes:
-            by_game[vote.game_id].append(vote.reward)
-        return {"decision": [TrainingRow(v, v.reward - float(np.mean(by_game[v.game_id])))
-                             for v in votes]}
+        advantages = group_normalize([v.game_id for v in votes], [v.reward for v in votes],
+                                     scale=False)
+        return {"decision": [TrainingRow(v, a) for v, a in zip(votes, advantages, strict=True)]}
 
     def observe(self, statistics: dict[str, float]) -> None:
         point = {"step": len(self.curve) + 1, "mean_reward": statistics["return_observer"],

@@ -8,8 +8,8 @@ Each prints one table. ``cpu``: turns/s, generated tokens/s and the share of wal
 outside the model (environments and orchestration) for spy games played by each backend.
 ``gpu``: spy games played through the runner with vLLM, against plain ``llm.generate`` on the same
 prompts — all in one batch, and batch by batch as the runner sent them. The 7B-shaped model
-(Qwen2-VL-7B's dimensions, random weights from ``load_format="dummy"``, the tiny model's
-tokenizer and processor with a larger image budget) samples ids the tiny tokenizer cannot
+(benchmarks/shapes.py: Qwen2-VL-7B's dimensions, random weights from ``load_format="dummy"``,
+the tiny model's tokenizer and processor) samples ids the tiny tokenizer cannot
 decode, so it generates fixed lengths (``ignore_eos``) without detokenising: every move is then
 an invalid move, which costs the games nothing in speed. Targets on the GPU: runner >= 0.8x vLLM
 alone on the same prompts; environment plus orchestration <= 2% of rollout wall time.
@@ -18,28 +18,18 @@ alone on the same prompts; environment plus orchestration <= 2% of rollout wall 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
+
+from shapes import shaped_folder
 
 import envs
 from agents.base import Agent, Completion
 from agents.default_model import default_model_path
 from agents.model import SamplingConfig
 from agents.rollout import RolloutRunner, RolloutTimings
-
-#: Qwen2-VL-7B's shape (text and vision towers); weights come from vLLM's dummy loader.
-SHAPE_7B = {
-    "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
-    "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064,
-    "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0,
-                        "mrope_section": [16, 24, 24]},
-}
-VISION_7B = {"depth": 32, "embed_dim": 1280, "num_heads": 16, "mlp_ratio": 4,
-             "hidden_size": 3584}
 
 
 class Recorder(Agent):
@@ -92,25 +82,6 @@ def cpu(games: int, max_tokens: int) -> None:
     print_table(f"CPU: {games} spy games at once, up to {max_tokens} new tokens a turn", rows)
 
 
-def shaped_7b(folder: Path) -> Path:
-    """A folder vLLM loads as Qwen2-VL-7B with dummy weights, using the tiny tokenizer."""
-    tiny = default_model_path()
-    folder.mkdir(parents=True, exist_ok=True)
-    for item in tiny.iterdir():
-        if item.suffix != ".safetensors":
-            shutil.copy(item, folder / item.name)
-    config = json.loads((tiny / "config.json").read_text())
-    config["text_config"].update(SHAPE_7B)
-    config["text_config"]["layer_types"] = ["full_attention"] * SHAPE_7B["num_hidden_layers"]
-    config["vision_config"].update(VISION_7B)
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
-    processor = json.loads((folder / "processor_config.json").read_text())
-    processor["image_processor"]["size"] = {"shortest_edge": 28 * 28 * 4,
-                                            "longest_edge": 28 * 28 * 256}
-    (folder / "processor_config.json").write_text(json.dumps(processor, indent=2))
-    return folder
-
-
 def gpu_rows(model: Path, label: str, games: int, max_tokens: int,
              **engine_options: Any) -> list[tuple[str, dict[str, float]]]:
     from agents.vllm_agent import VLLMAgent
@@ -147,8 +118,8 @@ def gpu(shape: str, games: int, max_tokens: int, folder: Path) -> None:
         rows = gpu_rows(default_model_path(), "tiny", games, max_tokens,
                         gpu_memory_utilization=0.3)
     else:
-        rows = gpu_rows(shaped_7b(folder), "7B-shaped", games, max_tokens, load_format="dummy",
-                        dtype="bfloat16", gpu_memory_utilization=0.85,
+        rows = gpu_rows(shaped_folder("7b", folder), "7B-shaped", games, max_tokens,
+                        load_format="dummy", dtype="bfloat16", gpu_memory_utilization=0.85,
                         sampling_options={"ignore_eos": True, "detokenize": False})
     print_table(f"GPU: {games} spy games at once, {max_tokens} new tokens a turn", rows)
 

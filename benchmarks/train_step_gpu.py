@@ -24,7 +24,7 @@ four-player games, a step training 3 rows a game (decision) or 8 (clue) — agai
 from __future__ import annotations
 
 import argparse
-import json
+import runpy
 import shutil
 import threading
 import time
@@ -33,45 +33,22 @@ from typing import Any
 
 import torch
 from hydra import compose, initialize_config_dir
+from shapes import shaped_folder
 from transformers import AutoConfig, AutoModelForImageTextToText, TrainerCallback
 
-from agents.default_model import default_model_path
-from train import build
-
 ROOT = Path(__file__).resolve().parent.parent
-SHAPES = {
-    "7b": {"text": {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
-                    "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064},
-           "lora": True},
-    "3b": {"text": {"hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36,
-                    "num_attention_heads": 16, "num_key_value_heads": 2, "vocab_size": 151936},
-           "lora": False},
-}
-VISION = {"depth": 32, "embed_dim": 1280, "num_heads": 16, "mlp_ratio": 4}
-ROPE = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]}
+#: train.py's ``build``, loaded from its file (a script, not an installed module)
+build = runpy.run_path(str(ROOT / "train.py"))["build"]
+LORA = {"7b": True, "3b": False}  # LoRA on the 7B shape, full fine-tuning of the 3B
 PAPER_A100_HOURS = 127
 
 
 def shaped_model(shape: str, folder: Path) -> Path:
-    """A folder with a ``shape``-sized Qwen2-VL (random bf16 weights) and the tiny tokenizer and
-    processor (with a larger image budget)."""
+    """A :func:`shapes.shaped_folder` with random bf16 weights saved in it (once), for the
+    trainer; vLLM builds its own dummy weights and gets the trainer's at the start."""
     if (folder / "model.safetensors.index.json").is_file():
         return folder
-    tiny = default_model_path()
-    folder.mkdir(parents=True, exist_ok=True)
-    for item in tiny.iterdir():
-        if item.suffix != ".safetensors":
-            shutil.copy(item, folder / item.name)
-    config = json.loads((tiny / "config.json").read_text())
-    text = SHAPES[shape]["text"]
-    config["text_config"].update(text, rope_parameters=ROPE,
-                                 layer_types=["full_attention"] * text["num_hidden_layers"])
-    config["vision_config"].update(VISION, hidden_size=text["hidden_size"])
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
-    processor = json.loads((folder / "processor_config.json").read_text())
-    processor["image_processor"]["size"] = {"shortest_edge": 28 * 28 * 4,
-                                            "longest_edge": 28 * 28 * 256}
-    (folder / "processor_config.json").write_text(json.dumps(processor, indent=2))
+    shaped_folder(shape, folder)
     with torch.device("cuda"):
         model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(folder),
                                                         dtype=torch.bfloat16)
@@ -135,7 +112,7 @@ class StepTimer(TrainerCallback):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="7b")
+    parser.add_argument("--shape", choices=sorted(LORA), default="7b")
     parser.add_argument("--games", type=int, default=32, help="games a round")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=256)
@@ -162,7 +139,7 @@ def main() -> None:
         f"trainer.per_device_train_batch_size={args.micro_batch}",
         f"trainer.gradient_accumulation_steps={rows // args.micro_batch}",
         f"selfplay.games_per_round={args.games}", "selfplay.schedule=alternate",
-    ] + ([lora] if SHAPES[args.shape]["lora"] else [])
+    ] + ([lora] if LORA[args.shape] else [])
     with initialize_config_dir(str(ROOT / "configs"), version_base=None):
         cfg = compose("train", overrides=overrides)
     shutil.rmtree(args.out, ignore_errors=True)
@@ -174,7 +151,7 @@ def main() -> None:
     print(f"set-up (model load, vLLM start): {time.perf_counter() - started:.0f} s")
     trainer.train()
 
-    print(f"\n{args.shape}-shaped, {'LoRA' if SHAPES[args.shape]['lora'] else 'full'}, "
+    print(f"\n{args.shape}-shaped, {'LoRA' if LORA[args.shape] else 'full'}, "
           f"{args.games} games a round, {args.max_tokens} tokens a turn, {rows} rows a step")
     print(f"{'step':>4} {'stage':>9} {'games':>5} {'rows':>5} {'rollout s':>9} {'update s':>8} "
           f"{'peak GiB':>8}")

@@ -36,5 +36,6 @@ def test_group_normalize():
     mean = sum(votes) / 4
     std = (sum((v - mean) ** 2 for v in votes) / 4) ** 0.5
     assert group_normalize([0] * 4, votes) == pytest.approx([(v - mean) / std for v in votes])
+    assert group_normalize([0] * 4, votes, scale=False) == pytest.approx([v - mean for v in votes])
     with pytest.raises(ValueError, match="rewards"):
         group_normalize([0], [])

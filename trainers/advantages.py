@@ -53,8 +53,9 @@ class RoleBaselines:
 
 
 def group_normalize(groups: Sequence[Hashable], rewards: Sequence[float],
-                    eps: float = 1e-8) -> list[float]:
-    """GRPO advantages: each reward standardised within the rows sharing its group key."""
+                    eps: float = 1e-8, scale: bool = True) -> list[float]:
+    """GRPO advantages: each reward standardised within the rows sharing its group key
+    (``scale=False``: only centred, as Dr. GRPO does)."""
     if len(groups) != len(rewards):
         raise ValueError(f"{len(groups)} group keys but {len(rewards)} rewards")
     members: dict[Hashable, list[int]] = defaultdict(list)
@@ -65,7 +66,7 @@ def group_normalize(groups: Sequence[Hashable], rewards: Sequence[float],
         values = np.asarray([rewards[i] for i in indices], dtype=np.float64)
         centred = values - values.mean()
         std = values.std()
-        scaled = centred / (std + eps) if std > 0 else centred
+        scaled = centred / (std + eps) if scale and std > 0 else centred
         for i, value in zip(indices, scaled, strict=True):
             advantages[i] = float(value)
     return advantages
