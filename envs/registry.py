@@ -81,6 +81,13 @@ def registered() -> list[str]:
 
 def make(name: str, **overrides: Any) -> GameEnv:
     """A new environment for ``name``: registered defaults updated with ``overrides``."""
+    game_class, config, env_options = configure(name, **overrides)
+    return GameEnv(game_class, config, name=name, **env_options)
+
+
+def configure(name: str, **overrides: Any) -> tuple[type[Game], Any, dict[str, Any]]:
+    """What ``make(name, **overrides)`` builds its environment from, checked, without building it:
+    the game class, the game's config and the environment's own options."""
     env_spec = spec(name)
     game_class = env_spec.game_class()
     options = {**env_spec.defaults, **overrides}
@@ -90,5 +97,4 @@ def make(name: str, **overrides: Any) -> GameEnv:
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for environment {name!r}; its options: "
                          f"{known + list(ENV_OPTIONS)}")
-    config = game_class.config_class(**options)
-    return GameEnv(game_class, config, name=name, **env_options)
+    return game_class, game_class.config_class(**options), env_options

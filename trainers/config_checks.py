@@ -1,0 +1,250 @@
+"""Checks of ``train.py``'s resolved Hydra config, made before torch, transformers or TRL are
+imported: a bad value is a :class:`ConfigError` of one line that names the key, the value and what
+is allowed.
+
+- ``model``: ``path`` is null (the default model), a local folder holding a ``config.json`` or a hub
+  id ``owner/name`` (downloaded on the machine that trains); ``dtype``; ``lora`` a mapping or null.
+- ``trainer``: every field is one of the installed TRL's ``GRPOConfig`` (read from its source,
+  :mod:`trainers.grpo_fields`; an unknown one is named with the closest field names), of the type
+  its annotation allows and, for the fields train.py relies on, in range.
+- ``selfplay``, ``sampling`` (:class:`agents.model.SamplingConfig`'s own checks), ``seed``,
+  ``agent`` (the policy's backend and its config file's options) and ``env`` (the game's config
+  class checks its options: :func:`envs.registry.configure`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib.metadata
+import math
+import re
+from collections.abc import Callable, Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from agents.model import SamplingConfig
+from envs.registry import configure, registered
+from games.checks import check_choice, check_int, check_number
+from trainers.grpo_fields import grpo_config_fields
+
+
+class ConfigError(ValueError):
+    """A bad value in the training config; its message is one line that names the key."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(message.split()))
+
+
+#: ``model.dtype``'s values: names of torch dtypes.
+DTYPES = ("float32", "bfloat16", "float16")
+#: A hub model id: ``owner/name``.
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+#: Trainer fields that train.py sets itself, and what to set instead.
+SET_BY_TRAIN = {"output_dir": "hydra.run.dir (checkpoints go to its checkpoints/ folder)",
+                "seed": "the top-level seed"}
+#: Ranges of the trainer fields train.py relies on (their types come from ``GRPOConfig``).
+#: ``*_steps`` below 1 are fractions of ``max_steps`` (transformers' rule).
+TRAINER_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "learning_rate": ("> 0", lambda value: value > 0),
+    "max_steps": (">= 1", lambda value: value >= 1),
+    "per_device_train_batch_size": (">= 1", lambda value: value >= 1),
+    "gradient_accumulation_steps": (">= 1", lambda value: value >= 1),
+    "num_generations": (">= 2", lambda value: value >= 2),
+    "beta": (">= 0", lambda value: value >= 0),
+    "epsilon": ("> 0", lambda value: value > 0),
+    "warmup_steps": (">= 0", lambda value: value >= 0),
+    "logging_steps": ("> 0, and whole when >= 1", lambda value: _steps(value)),
+    "save_steps": ("> 0, and whole when >= 1", lambda value: _steps(value)),
+    "weight_decay": (">= 0", lambda value: value >= 0),
+    "max_grad_norm": (">= 0", lambda value: value >= 0),
+}
+#: The agent options of ``configs/agent/*.yaml``: positive integers and booleans.
+AGENT_COUNTS = ("batch_size", "max_model_len", "max_images")
+AGENT_FLAGS = ("enforce_eager", "sleep")
+SELFPLAY_KEYS = ("games_per_round", "schedule", "min_steps", "cycle", "baseline_decay",
+                 "questions_per_image")
+
+
+def check_train_config(cfg: DictConfig, *, config_file: Path, recipes: Collection[str],
+                       agents: Collection[str]) -> None:
+    """Raise a :class:`ConfigError` for the first bad value of ``cfg``, composed from
+    ``config_file``; ``recipes`` are the games train.py trains, ``agents`` the backends it plays
+    with."""
+    try:
+        options = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"{_first_line(error)} (key {error.full_key})") from None
+    _check_keys("", options, primary_keys(config_file))
+    check_int_value("seed", options["seed"], 0)
+    check_model(options["model"])
+    check_trainer(options["trainer"])
+    check_selfplay(options["selfplay"])
+    check_sampling(options["sampling"])
+    check_agent(options["agent"], agents)
+    check_env(options["env"], recipes)
+
+
+def primary_keys(config_file: Path) -> list[str]:
+    """The top-level keys of a primary config: its own and its defaults list's groups."""
+    config = OmegaConf.load(config_file)
+    groups = [next(iter(entry)) for entry in config.get("defaults", [])
+              if isinstance(entry, Mapping)]
+    return groups + [key for key in config if key not in ("defaults", "hydra")]
+
+
+def check_model(model: dict[str, Any]) -> None:
+    """``model.path``, ``model.dtype`` and ``model.lora``."""
+    _check_keys("model", model, ("path", "dtype", "lora"), required=("path", "dtype"))
+    check_model_path(model["path"])
+    if model["dtype"] not in DTYPES:
+        raise ConfigError(f"model.dtype must be one of {list(DTYPES)}, got {model['dtype']!r}")
+    lora = model.get("lora")
+    if lora is not None and not isinstance(lora, Mapping):
+        raise ConfigError(f"model.lora must be null or a mapping of peft LoraConfig fields, e.g. "
+                          f"{{r: 16, lora_alpha: 32, target_modules: all-linear}}; got {lora!r}")
+
+
+def check_model_path(path: Any) -> None:
+    """Null (the default model), a local model folder (with a ``config.json``) or a hub id."""
+    allowed = ("allowed: null (the default model), a local model folder holding a config.json, or "
+               "a hub id 'owner/name' such as 'Qwen/Qwen2.5-VL-3B-Instruct' (downloaded from "
+               "the hub by the machine that trains)")
+    if path is None:
+        return
+    if not isinstance(path, str) or not path:
+        raise ConfigError(f"model.path={path!r} is not a folder or a hub id; {allowed}")
+    folder = Path(path)
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise ConfigError(f"model.path={path!r} is a folder without a config.json, not a "
+                              f"saved model; {allowed}")
+    elif folder.exists():
+        raise ConfigError(f"model.path={path!r} is a file, not a model folder; {allowed}")
+    elif not HUB_ID.fullmatch(path):
+        tilde = " ('~' is not expanded: give the full path)" if path.startswith("~") else ""
+        raise ConfigError(f"model.path={path!r}: no such folder here{tilde}, and not a hub id; "
+                          f"{allowed}")
+
+
+def check_trainer(trainer: dict[str, Any]) -> None:
+    """Each ``trainer.*`` option: a field of the installed TRL's ``GRPOConfig``, of its type, in
+    range."""
+    fields = grpo_config_fields()
+    for name, value in trainer.items():
+        if name in SET_BY_TRAIN:
+            raise ConfigError(f"trainer.{name} is set by train.py; use {SET_BY_TRAIN[name]}")
+        if name not in fields:
+            close = difflib.get_close_matches(name, fields, n=3, cutoff=0.6)
+            hint = (f"closest field names: {', '.join(close)}" if close
+                    else "see TRL's GRPOConfig and transformers' TrainingArguments")
+            raise ConfigError(f"trainer.{name}={value!r}: not a field of GRPOConfig (trl "
+                              f"{importlib.metadata.version('trl')}); {hint}")
+        field = fields[name]
+        if not field.accepts(value):
+            raise ConfigError(f"trainer.{name} must be {field.describe()} (GRPOConfig: {name}: "
+                              f"{field.annotation}), got {value!r}")
+        if name in TRAINER_RANGES and value is not None:
+            bound, in_range = TRAINER_RANGES[name]
+            if not (math.isfinite(value) and in_range(value)):
+                raise ConfigError(f"trainer.{name} must be {bound}, got {value!r}")
+
+
+def check_selfplay(selfplay: dict[str, Any]) -> None:
+    """The self-play row source's and the recipes' options."""
+    _check_keys("selfplay", selfplay, SELFPLAY_KEYS, required=SELFPLAY_KEYS)
+    check_int_value("selfplay.games_per_round", selfplay["games_per_round"], 1)
+    _checked(check_choice, "selfplay.schedule", selfplay["schedule"], ("paper", "alternate"))
+    check_int_value("selfplay.min_steps", selfplay["min_steps"], 0)
+    check_int_value("selfplay.cycle", selfplay["cycle"], 1)
+    check_int_value("selfplay.questions_per_image", selfplay["questions_per_image"], 1)
+    decay = selfplay["baseline_decay"]
+    _checked(check_number, "selfplay.baseline_decay", decay, 0)
+    if decay >= 1:
+        raise ConfigError(f"selfplay.baseline_decay must be in [0, 1), got {decay!r}")
+
+
+def check_sampling(sampling: dict[str, Any]) -> None:
+    """How the policy samples: :class:`SamplingConfig`'s checks (its seed comes from ``seed``)."""
+    names = [field.name for field in dataclasses.fields(SamplingConfig) if field.name != "seed"]
+    _check_keys("sampling", sampling, names)
+    _construct("sampling", SamplingConfig, sampling)
+
+
+def check_agent(agent: dict[str, Any], agents: Collection[str]) -> None:
+    """The policy's backend (one of ``agents``) and the options its config file sets."""
+    name = agent.get("name")
+    if name not in agents:
+        choices = " or ".join(f"agent={choice}" for choice in agents)
+        raise ConfigError(f"agent.name must be one of {list(agents)} (train.py plays with "
+                          f"{choices}), got {name!r}")
+    for option in AGENT_COUNTS:
+        if option in agent:
+            check_int_value(f"agent.{option}", agent[option], 1)
+    for option in AGENT_FLAGS:
+        if option in agent and not isinstance(agent[option], bool):
+            raise ConfigError(f"agent.{option} must be true or false, got {agent[option]!r}")
+
+
+def check_env(env: dict[str, Any], recipes: Collection[str]) -> None:
+    """The game (registered, with a recipe in train.py) and its options (the game's config)."""
+    options = dict(env)
+    name = options.pop("name", None)
+    trainable = [game for game in recipes if game in registered()]
+    if name not in trainable:
+        names = " and ".join(repr(game) for game in recipes)
+        raise ConfigError(f"env.name must be one of {trainable} (train.py has training recipes "
+                          f"for {names}), got {name!r}")
+    _construct("env", lambda **given: configure(name, **given), options)
+
+
+def check_int_value(key: str, value: Any, minimum: int) -> None:
+    """An integer >= ``minimum`` (:func:`games.checks.check_int`), as a :class:`ConfigError`."""
+    _checked(check_int, key, value, minimum)
+
+
+def _checked(check: Callable[..., Any], *arguments: Any) -> None:
+    """Run one of :mod:`games.checks` (its messages name the key); its error as a ConfigError."""
+    try:
+        check(*arguments)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _construct(group: str, make: Callable[..., Any], options: dict[str, Any]) -> None:
+    """Build a config object from a group's options, so that its own checks run; their message
+    (``num_players must be ...``) becomes ``env.num_players must be ...``."""
+    try:
+        make(**options)
+    except (TypeError, ValueError) as error:
+        message = _first_line(error)
+        first_word = re.match(r"\w+", message)
+        named = first_word is not None and first_word.group() in options
+        raise ConfigError(f"{group}.{message}" if named else f"{group}: {message}") from None
+
+
+def _check_keys(group: str, options: dict[str, Any], known: Collection[str],
+                required: Collection[str] = ()) -> None:
+    """Refuse a key not in ``known`` (naming the closest ones) or a missing required one."""
+    prefix = f"{group}." if group else ""
+    for key in options:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+            hint = f"closest: {', '.join(close)}; " if close else ""
+            raise ConfigError(f"{prefix}{key} is not an option of train.py's config ({hint}"
+                              f"{group or 'top level'} options: {', '.join(known)})")
+    missing = [key for key in required if key not in options]
+    if missing:
+        raise ConfigError(f"{prefix}{missing[0]} is missing from the config")
+
+
+def _steps(value: float) -> bool:
+    """A step interval: a whole number of steps, or a fraction of ``max_steps`` below 1."""
+    return 0 < value < 1 or (value >= 1 and float(value).is_integer())
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
