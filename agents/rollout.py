@@ -14,6 +14,11 @@ and vLLM's in-process ``LLM.generate`` is itself one synchronous batch call. Wha
 the overlap of a slow straggler in one call with the next call's work: with answers of very
 different lengths an async server pool (``vllm serve`` plus many requests) recovers it.
 
+Who plays is one shared agent, one agent per seat, or a *seating*: a function ``(seat, role) ->
+agent`` asked at every turn, for line-ups that follow roles that change from game to game (one
+policy in the spy's seat, whichever it is, another in every other seat). The runner only passes
+the role label the environment reports; it knows nothing of what the roles mean.
+
 Game ``i`` of a run is reset with ``seed + i``, whatever the parallelism, so a run replays exactly;
 with ``repeats=k`` each seed is played ``k`` times in a row (game ``i`` gets ``seed + i // k``):
 the same image and setup, different answers — a GRPO group of whole games.
@@ -24,7 +29,7 @@ sampler log-probs the agent returned (no re-tokenisation anywhere).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +63,7 @@ class _Slot:
 
 
 Request = tuple[int, int, str, dict[str, Any]]  # game number, turn index, seat, observation
+Seating = Callable[[str, str], Agent]  # (seat, role) -> the agent that plays that seat's turn
 
 
 def _repeated_prompts(batch: list[Request]) -> dict[int, list[list[Request]]]:
@@ -75,22 +81,32 @@ def _repeated_prompts(batch: list[Request]) -> dict[int, list[list[Request]]]:
 
 
 class RolloutRunner:
-    """Plays games of ``make_env()`` with ``agents`` (one per seat, or one shared policy);
-    the ``parallel_games`` environments are made once and reused by every run."""
+    """Plays games of ``make_env()`` with ``agents``: one shared policy, one per seat, or a
+    seating function ``(seat, role) -> agent``; the ``parallel_games`` environments are made once
+    and reused by every run. ``agent_names`` is the name recorded in each seat's turns (default:
+    the class name of the agent that played it)."""
 
-    def __init__(self, make_env: Callable[[], GameEnv], agents: Agent | dict[str, Agent],
-                 parallel_games: int = 64, agent_names: dict[str, str] | None = None):
+    def __init__(self, make_env: Callable[[], GameEnv],
+                 agents: Agent | Mapping[str, Agent] | Seating, parallel_games: int = 64,
+                 agent_names: dict[str, str] | None = None):
         if parallel_games < 1:
             raise ValueError(f"parallel_games must be >= 1, got {parallel_games}")
         self._envs = [make_env() for _ in range(parallel_games)]
         seats = self._envs[0].possible_agents
         if isinstance(agents, Agent):
             agents = dict.fromkeys(seats, agents)
-        missing = sorted(set(seats) - set(agents))
-        if missing:
-            raise ValueError(f"no agent for seat(s) {missing}; seats: {seats}")
-        self.agents = agents
-        self.agent_names = agent_names or {seat: type(a).__name__ for seat, a in agents.items()}
+        if isinstance(agents, Mapping):
+            missing = sorted(set(seats) - set(agents))
+            if missing:
+                raise ValueError(f"no agent for seat(s) {missing}; seats: {seats}")
+            self.seating: Seating = lambda seat, role: agents[seat]
+            self.agents: dict[str, Agent] | None = dict(agents)  # None with a seating function
+        elif callable(agents):
+            self.seating, self.agents = agents, None
+        else:
+            raise TypeError(f"agents must be an Agent, a dict of seat -> Agent or a function "
+                            f"(seat, role) -> Agent, got {type(agents).__name__}")
+        self.agent_names = dict(agent_names or {})
         self.timings = RolloutTimings()
 
     def run(self, num_games: int, seed: int = 0,
@@ -123,16 +139,24 @@ class RolloutRunner:
         env.reset(seed=seed)
         return _Slot(env, number)
 
+    def _agent_for(self, seat: str, role: str) -> Agent:
+        agent = self.seating(seat, role)
+        if not isinstance(agent, Agent):
+            raise TypeError(f"the seating gave {agent!r} for seat {seat!r} (role {role!r}); "
+                            f"it must give an Agent")
+        return agent
+
     def _play_one_step(self, slots: Sequence[_Slot]) -> None:
         pending = {slot.number: slot.env.pending_turns() for slot in slots}
-        batches: dict[int, list[Request]] = {}
+        batches: dict[int, tuple[Agent, list[Request]]] = {}  # one batch per agent
+        played_by: dict[tuple[int, int], Agent] = {}
         for slot in slots:
             for seat, observation, info in pending[slot.number]:
-                batches.setdefault(id(self.agents[seat]), []).append(
+                agent = played_by[slot.number, info["turn"]] = self._agent_for(seat, info["role"])
+                batches.setdefault(id(agent), (agent, []))[1].append(
                     (slot.number, info["turn"], seat, observation))
         completions: dict[tuple[int, int], Completion] = {}
-        for batch in batches.values():
-            agent = self.agents[batch[0][2]]
+        for agent, batch in batches.values():
             for n, groups in _repeated_prompts(batch).items():
                 started = time.perf_counter()
                 observations = [group[0][3] for group in groups]
@@ -150,10 +174,12 @@ class RolloutRunner:
         for slot in slots:  # each game takes its answers in the order pending_turns gave them
             for seat, observation, info in pending[slot.number]:
                 completion = completions[slot.number, info["turn"]]
+                agent = played_by[slot.number, info["turn"]]
                 slot.turns[info["turn"]] = TurnRecord(
                     game_id=info["game_id"], env=slot.env.metadata["name"], turn=info["turn"],
                     seat=seat, role=info["role"], phase=info["phase"], round=info["round"],
-                    agent=self.agent_names[seat], prompt=observation["prompt"],
+                    agent=self.agent_names.get(seat, type(agent).__name__),
+                    prompt=observation["prompt"],
                     images=list(observation["images"]), text=completion.text,
                     prompt_ids=completion.prompt_ids, completion_ids=completion.completion_ids,
                     logprobs=completion.logprobs)

@@ -114,6 +114,30 @@ def test_seats_can_have_different_agents():
         RolloutRunner(make_spy(), {s: others for s in list(agents)[:3]})
 
 
+def test_a_seating_function_picks_each_turn_s_agent_by_role():
+    class Spy(Recording):
+        pass
+
+    class Civilian(Recording):
+        pass
+
+    spy, civilians = Spy(make_agent("scripted", game="spy", seed=0)), Civilian(make_agent("random"))
+    runner = RolloutRunner(make_spy(), lambda seat, role: spy if role == "spy" else civilians,
+                           parallel_games=6)
+    results = runner.run(6, seed=0)
+    assert len({seat for r in results for seat, role in r.roles.items() if role == "spy"}) > 1
+    for result in results:
+        for turn in result.turns:
+            assert turn.agent == ("Spy" if turn.role == "spy" else "Civilian")
+    # one call per agent per step: the spies' clues of 6 games at once, likewise the others'
+    assert len(spy.batches) == 8 and len(civilians.batches) == 9
+    assert sum(spy.batches) == sum(t.role == "spy" for r in results for t in r.turns)
+    with pytest.raises(TypeError, match="must give an Agent"):
+        RolloutRunner(make_spy(), lambda seat, role: None).run(1)
+    with pytest.raises(TypeError, match="agents must be"):
+        RolloutRunner(make_spy(), "scripted")
+
+
 def test_an_agent_that_loses_answers_is_an_error():
     class Forgetful(Agent):
         def act(self, observations):
