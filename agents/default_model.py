@@ -15,10 +15,16 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerFast
+    from transformers import (
+        GenerationConfig,
+        PreTrainedTokenizerFast,
+        Qwen2VLConfig,
+        Qwen2VLProcessor,
+    )
 
 #: Bump the suffix whenever the model, tokenizer or processor built here changes.
 MODEL_NAME = "tiny-qwen2-vl-v1"
@@ -131,72 +137,89 @@ def build_default_model(path: Path, seed: int = 0) -> Path:
     """Build the tiny Qwen2-VL (weights, tokenizer, processor) into ``path``; the same per seed."""
     # Imported here so that finding an already-built model costs no torch/transformers import.
     import torch
-    from transformers import (
-        GenerationConfig,
-        Qwen2VLConfig,
-        Qwen2VLForConditionalGeneration,
-        Qwen2VLImageProcessor,
-        Qwen2VLProcessor,
-        Qwen2VLVideoProcessor,
-    )
+    from transformers import Qwen2VLForConditionalGeneration
 
-    tokenizer = _build_tokenizer()
+    tokenizer = build_tokenizer(CORPUS.splitlines(), vocab_size=1024)
+    config = qwen2_vl_config(
+        tokenizer,
+        text={"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+              "num_attention_heads": 2, "num_key_value_heads": 1},
+        vision={"depth": 2, "embed_dim": 128, "num_heads": 2, "mlp_ratio": 2},
+    )
+    torch.manual_seed(seed)
+    # Drawn in float32, stored in bfloat16: the dtype vLLM serves it in (it downcasts float32).
+    model = Qwen2VLForConditionalGeneration(config).to(torch.bfloat16)
+    model.generation_config = generation_config(tokenizer)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    build_processor(tokenizer, MAX_PIXELS).save_pretrained(path)
+    return path
+
+
+def qwen2_vl_config(tokenizer: PreTrainedTokenizerFast, text: dict[str, Any],
+                    vision: dict[str, Any], tie_word_embeddings: bool = False) -> Qwen2VLConfig:
+    """A Qwen2-VL config for ``tokenizer`` with the given text and vision sizes. Attention heads
+    must be 64 wide (every vLLM attention backend supports that); the vision tower's output
+    width is the text model's."""
+    from transformers import Qwen2VLConfig
+
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
-    config = Qwen2VLConfig(
+    head_dim = text["hidden_size"] // text["num_attention_heads"]
+    return Qwen2VLConfig(
         text_config={
             "vocab_size": len(tokenizer),
-            "hidden_size": 128,
-            "intermediate_size": 256,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,  # head dim 64: supported by every vLLM attention backend
-            "num_key_value_heads": 1,
             "max_position_embeddings": 32768,
-            # M-RoPE sections (time, height, width) must sum to head_dim / 2 = 32.
+            # M-RoPE sections (time, height, width) must sum to head_dim / 2.
             "rope_parameters": {
-                "rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [8, 12, 12],
+                "rope_type": "default", "rope_theta": 1_000_000.0,
+                "mrope_section": [head_dim // 8, 3 * head_dim // 16, 3 * head_dim // 16],
             },
             "bos_token_id": ids["<|endoftext|>"],
             "eos_token_id": ids["<|im_end|>"],
             "pad_token_id": ids["<|endoftext|>"],
+            "tie_word_embeddings": tie_word_embeddings,
+            **text,
         },
         vision_config={
-            "depth": 2,
-            "embed_dim": 128,
-            "num_heads": 2,  # head dim 64
-            "mlp_ratio": 2,
-            "hidden_size": 128,  # the vision tower's output width: the text model's hidden size
+            "hidden_size": text["hidden_size"],
             "patch_size": 14,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
+            **vision,
         },
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=tie_word_embeddings,
     )
-    torch.manual_seed(seed)
-    # Drawn in float32, stored in bfloat16: the dtype vLLM serves it in (it downcasts float32).
-    model = Qwen2VLForConditionalGeneration(config).to(torch.bfloat16)
-    model.generation_config = GenerationConfig(
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
-        pad_token_id=ids["<|endoftext|>"],
-    )
-    size = {"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}
-    processor = Qwen2VLProcessor(
+
+
+def generation_config(tokenizer: PreTrainedTokenizerFast) -> GenerationConfig:
+    """Generation stops at the end of a turn (or of the text); padding is ``<|endoftext|>``."""
+    from transformers import GenerationConfig
+
+    end_of_text, end_of_turn = tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_end|>"])
+    return GenerationConfig(bos_token_id=end_of_text, eos_token_id=[end_of_turn, end_of_text],
+                            pad_token_id=end_of_text)
+
+
+def build_processor(tokenizer: PreTrainedTokenizerFast, max_pixels: int) -> Qwen2VLProcessor:
+    """Qwen2-VL's processor around ``tokenizer``, images scaled to at most ``max_pixels``."""
+    from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
+
+    size = {"shortest_edge": MIN_PIXELS, "longest_edge": max_pixels}
+    return Qwen2VLProcessor(
         image_processor=Qwen2VLImageProcessor(size=size),
         video_processor=Qwen2VLVideoProcessor(size=size),
         tokenizer=tokenizer,
         chat_template=CHAT_TEMPLATE,
     )
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
 
 
-def _build_tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained on :data:`CORPUS`, with Qwen's special tokens."""
+def build_tokenizer(lines: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer of ``vocab_size`` tokens learnt from ``lines``, with Qwen's
+    special tokens; the same lines give the same tokenizer."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from tokenizers.trainers import BpeTrainer
     from transformers import PreTrainedTokenizerFast
@@ -207,12 +230,12 @@ def _build_tokenizer() -> PreTrainedTokenizerFast:
     backend.decoder = decoders.ByteLevel()
     backend.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = BpeTrainer(
-        vocab_size=1024,
+        vocab_size=vocab_size,
         special_tokens=list(SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    backend.train_from_iterator(CORPUS.splitlines(), trainer=trainer)
+    backend.train_from_iterator(lines, trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         eos_token="<|im_end|>",

@@ -2,8 +2,9 @@
 imported: a bad value is a :class:`ConfigError` of one line that names the key, the value and what
 is allowed.
 
-- ``model``: ``path`` is null (the default model), a local folder holding a ``config.json`` or a hub
-  id ``owner/name`` (downloaded on the machine that trains); ``dtype``; ``lora`` a mapping or null.
+- ``model``: ``path`` is null (the tiny player), ``tiny-random``, a local folder holding a
+  ``config.json`` or a hub id ``owner/name`` (downloaded on the machine that trains); ``dtype``;
+  ``lora`` a mapping or null.
 - ``trainer``: every field is one of the installed TRL's ``GRPOConfig`` (read from its source,
   :mod:`trainers.grpo_fields`; an unknown one is named with the closest field names), of the type
   its annotation allows and, for the fields train.py relies on, in range.
@@ -26,7 +27,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from agents.model import SamplingConfig
+from agents.model import EMBEDDED_MODELS, SamplingConfig
 from envs.registry import configure, registered
 from games.checks import check_choice, check_int, check_number
 from trainers.grpo_fields import grpo_config_fields
@@ -109,11 +110,11 @@ def check_model(model: dict[str, Any]) -> None:
 
 
 def check_model_path(path: Any) -> None:
-    """Null (the default model), a local model folder (with a ``config.json``) or a hub id."""
-    allowed = ("allowed: null (the default model), a local model folder holding a config.json, or "
-               "a hub id 'owner/name' such as 'Qwen/Qwen2.5-VL-3B-Instruct' (downloaded from "
-               "the hub by the machine that trains)")
-    if path is None:
+    """Null (the tiny player), an embedded model's name, a local model folder (with a ``config.json``) or a hub id."""
+    allowed = ("allowed: null (the tiny player), 'tiny-random' (the random tiny model), a local "
+               "model folder holding a config.json, or a hub id 'owner/name' such as "
+               "'Qwen/Qwen2.5-VL-3B-Instruct' (downloaded from the hub by the machine that trains)")
+    if path is None or path in EMBEDDED_MODELS:
         return
     if not isinstance(path, str) or not path:
         raise ConfigError(f"model.path={path!r} is not a folder or a hub id; {allowed}")
