@@ -8,7 +8,13 @@ the address and what went wrong. From vLLM, completions come back with the promp
 completion's token ids (``return_token_ids``) and the sampled tokens' log-probs; other servers
 give text and log-probs only.
 
-Only the standard library is used, so this agent works where neither torch nor vLLM is installed.
+The model's special tokens (:func:`agents.model.banned_token_ids`) are banned from sampling with
+the request's ``logit_bias``. Their ids come from the model's tokenizer: ``tokenizer=`` (a folder or
+hub id), or else the folder that a vLLM server names as its model's ``root`` in ``/models``; with
+neither, a warning says that the server may sample them.
+
+Only the standard library is used, so this agent works where neither torch nor vLLM is installed
+(transformers is needed only to read a tokenizer).
 """
 
 from __future__ import annotations
@@ -16,17 +22,20 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from agents.base import Agent, Completion
-from agents.model import RequestSeeds, SamplingConfig, pil_images
+from agents.model import BAN_LOGIT_BIAS, RequestSeeds, SamplingConfig, banned_token_ids, pil_images
 
 _RETRIED_STATUS = {429, 500, 502, 503, 504}
+log = logging.getLogger(__name__)
 
 
 class ServerError(RuntimeError):
@@ -39,18 +48,21 @@ class ServerError(RuntimeError):
 
 
 class OpenAIAgent(Agent):
-    """Answers observations through ``POST {base_url}/chat/completions``."""
+    """Answers observations through ``POST {base_url}/chat/completions``. ``tokenizer`` (a
+    folder or hub id) is the served model's, whose special tokens are banned from sampling."""
 
     def __init__(self, base_url: str = "http://127.0.0.1:8000/v1", model: str | None = None,
                  sampling: SamplingConfig | None = None, api_key: str = "EMPTY",
                  timeout: float = 300.0, retries: int = 3, backoff: float = 0.5,
-                 concurrency: int = 64):
+                 concurrency: int = 64, tokenizer: str | Path | None = None):
         self.base_url = base_url.rstrip("/")
         self.sampling = sampling or SamplingConfig()
         self.api_key, self.timeout, self.retries, self.backoff = api_key, timeout, retries, backoff
         self.concurrency = concurrency
         self.seeds = RequestSeeds(self.sampling.seed)
         self.model = model
+        self.served_root: str | None = None  # the model's folder or hub id, as the server says
+        self.logit_bias = None if tokenizer is None else _ban(_load_tokenizer(tokenizer))
 
     def wait_until_ready(self, timeout: float = 120.0, poll: float = 1.0) -> list[str]:
         """Poll ``GET /models`` until the server answers; the served model names. The first
@@ -58,8 +70,11 @@ class OpenAIAgent(Agent):
         deadline, last_error = time.monotonic() + timeout, ""
         while True:
             try:
-                models = [m["id"] for m in self._request("GET", "/models", None, 10.0)["data"]]
+                served = self._request("GET", "/models", None, 10.0)["data"]
+                models = [m["id"] for m in served]
                 self.model = self.model or models[0]
+                self.served_root = next((m.get("root") for m in served if m["id"] == self.model),
+                                        None)
                 return models
             except (urllib.error.URLError, OSError, ServerError, KeyError) as error:
                 last_error = str(error)
@@ -76,8 +91,10 @@ class OpenAIAgent(Agent):
         """``n`` completions per observation, one request each (the request's ``n``)."""
         if not observations:
             return []
-        if self.model is None:
-            self.wait_until_ready(timeout=0.0)
+        if self.model is None or self.logit_bias is None:
+            self.wait_until_ready(timeout=0.0)  # the served model, and its root folder
+        if self.logit_bias is None:
+            self.logit_bias = self._ban_from_served_root()
         seeds = self.seeds.take(len(observations))
         with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency,
                                                        len(observations)))) as pool:
@@ -95,6 +112,8 @@ class OpenAIAgent(Agent):
                 "logprobs": True, "top_logprobs": 0, "return_token_ids": True}
         if seed is not None:
             body["seed"] = seed
+        if self.logit_bias:
+            body["logit_bias"] = self.logit_bias
         answer = self._with_retries(body)
         try:
             return [Completion(
@@ -106,6 +125,20 @@ class OpenAIAgent(Agent):
         except (KeyError, TypeError, AttributeError) as error:
             raise ServerError(f"{self.base_url}/chat/completions answered without the expected "
                               f"fields ({error!r}): {str(answer)[:300]}") from None
+
+    def _ban_from_served_root(self) -> dict[str, float]:
+        """The logit bias banning the special tokens of the model the server names as its root,
+        or none, with a warning, where that tokenizer cannot be read."""
+        reason = "the server names no root folder for it in /models"
+        if self.served_root is not None:
+            try:
+                return _ban(_load_tokenizer(self.served_root))
+            except (ImportError, OSError, ValueError) as error:
+                reason = f"its tokenizer at {self.served_root!r} cannot be read here ({error})"
+        log.warning("OpenAIAgent: the server may sample the special tokens (image placeholders "
+                    "and the like) of model %r, since %s; give the agent tokenizer=<the model's "
+                    "folder or hub id> to ban them", self.model, reason)
+        return {}
 
     def _with_retries(self, body: dict[str, Any]) -> dict[str, Any]:
         attempt = 0
@@ -140,6 +173,17 @@ class OpenAIAgent(Agent):
         except json.JSONDecodeError as error:
             raise ServerError(f"{method} {self.base_url}{path} did not answer JSON: "
                               f"{error}") from None
+
+
+def _load_tokenizer(source: str | Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(source))
+
+
+def _ban(tokenizer: Any) -> dict[str, float]:
+    """A request's ``logit_bias`` that bans ``tokenizer``'s special tokens."""
+    return {str(token): BAN_LOGIT_BIAS for token in banned_token_ids(tokenizer)}
 
 
 def _data_url(image: Any) -> str:

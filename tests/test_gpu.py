@@ -49,7 +49,8 @@ def test_logprobs_match_transformers_on_the_gpu(engine, default_model, spy_obser
                                                         dtype=torch.bfloat16).cuda().eval()
     for observation, completion in zip(spy_observations, engine.act(spy_observations),
                                        strict=True):
-        expected = trainer_logprobs(model, processor, observation, completion)
+        expected = trainer_logprobs(model, processor, observation, completion,
+                                    excluded=engine.banned_ids)
         assert completion.logprobs == pytest.approx(expected, abs=0.05)
 
 

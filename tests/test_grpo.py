@@ -10,9 +10,10 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import GRPOConfig
 
 import envs
-from agents.model import SamplingConfig
+from agents.model import SamplingConfig, banned_token_ids
 from agents.rollout import RolloutRunner
 from agents.transformers_agent import TransformersAgent
+from tests.model_checks import trainer_logprobs
 from trainers.grpo import TrajectoryGRPOTrainer
 from trainers.rows import TrainingRow
 
@@ -54,10 +55,19 @@ def test_rows_become_trl_inputs_without_retokenisation(played, tmp_path):
     image_tokens = batch["mm_token_type_ids"].sum(dim=1).tolist()
     assert image_tokens == [24] * 4 and batch["num_images"] == [1] * 4
     assert batch["image_grid_thw"].shape == (4, 3)
-    # the sampler was this very model: the importance weights are ~1, the advantages unchanged
+    # the sampler was this very model, less the special tokens it may not sample: each token's
+    # importance weight is the probability those leave to the others (~0.98 in this random model)
     mask = batch["completion_mask"].bool()
-    expected = torch.tensor([r.advantage for r in rows[:4]])[:, None].expand_as(mask)
-    assert torch.allclose(batch["advantages"][mask], expected[mask], atol=1e-3)
+    banned = banned_token_ids(processor.tokenizer)
+    for i, row in enumerate(rows[:4]):
+        observation = {"prompt": row.turn.prompt, "images": row.turn.images}
+        model_logprobs = torch.tensor(trainer_logprobs(model, processor, observation, row.turn))
+        sampled_from = torch.tensor(trainer_logprobs(model, processor, observation, row.turn,
+                                                     excluded=banned))
+        weights = (model_logprobs - sampled_from).exp()
+        assert batch["advantages"][i][mask[i]] == pytest.approx(
+            (row.advantage * weights).tolist(), abs=1e-3)
+        assert weights.max() < 1
     assert batch["num_items_in_batch"] == mask.sum()
 
 

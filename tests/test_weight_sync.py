@@ -39,7 +39,10 @@ def test_engine_samples_the_trained_weights_after_a_step(engine, default_model,
     completions = engine.sample([observation], 4)[0]
     fixed = completions[0]
     before = engine_logprobs(engine, observation, fixed.completion_ids)
-    assert before == pytest.approx(fixed.logprobs, abs=0.02)
+    assert before == pytest.approx(trainer_logprobs(model, processor, observation, fixed),
+                                   abs=0.02)
+    assert fixed.logprobs == pytest.approx(trainer_logprobs(
+        model, processor, observation, fixed, excluded=engine.banned_ids), abs=0.02)
 
     rows = [as_row(observation, c, 1.0 if i % 2 else -1.0) for i, c in enumerate(completions)]
     args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=1,
@@ -57,6 +60,6 @@ def test_engine_samples_the_trained_weights_after_a_step(engine, default_model,
     assert max(abs(a - b) for a, b in zip(after, before, strict=True)) > 0.2
     # and what it samples now comes with log-probs of the trained model
     [new] = engine.act([observation])
-    assert new.logprobs == pytest.approx(trainer_logprobs(model, processor, observation, new),
-                                         abs=0.05)
+    assert new.logprobs == pytest.approx(trainer_logprobs(
+        model, processor, observation, new, excluded=engine.banned_ids), abs=0.05)
 

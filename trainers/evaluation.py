@@ -237,11 +237,10 @@ def evaluate_training(cfg: Any, final_model: Any, processor: Any, out: Path) -> 
     from transformers import AutoModelForImageTextToText
 
     import envs
-    from agents.default_model import default_model_path
-    from agents.model import SamplingConfig
+    from agents.model import SamplingConfig, model_path
     from agents.transformers_agent import TransformersAgent
 
-    path = str(cfg.model.path or default_model_path())
+    path = model_path(cfg.model.path)
     initial_model = AutoModelForImageTextToText.from_pretrained(path, dtype=final_model.dtype)
     initial_model.to(final_model.device)
     sampling = SamplingConfig(**OmegaConf.to_container(cfg.sampling, resolve=True),

@@ -11,20 +11,33 @@ ids as the model saw them (images expanded), the completion ids, and the images,
 processor turns into ``pixel_values`` again. The sampler's log-probs give a per-token importance
 weight ``min(exp(trainer - sampler), cap)`` folded into the advantage, so tokens the trainer finds
 far likelier than the sampler did (a stale or numerically different sampler) count less.
+
+Tokens no model may sample (:func:`agents.model.banned_token_ids`: image placeholders and other
+special tokens) can still arrive in rows from elsewhere (an old run, another server): a completion
+is trained only up to its first one, with a warning and the count in the logged metrics
+(``completions/banned_token_rows``), so that none is taken for an image slot.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import use_adapter
 
+from agents.model import banned_token_ids
+from trainers.checkpoints import load_full_weights
 from trainers.rows import TrainingRow
+
+log = logging.getLogger(__name__)
 
 #: Called with the number of rows the trainer needs next; returns that many rows.
 RowSource = Callable[[int], Sequence[TrainingRow]]
@@ -56,6 +69,18 @@ class TrajectoryGRPOTrainer(GRPOTrainer):
         self.importance_cap = importance_cap
         self.game_metrics = metrics
 
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        """Full weights through :func:`trainers.checkpoints.load_full_weights` (transformers'
+        own load drops a Qwen2-VL's); adapters, DeepSpeed and FSDP as transformers does."""
+        folder = Path(resume_from_checkpoint)
+        full = any((folder / name).is_file() for name in (SAFE_WEIGHTS_NAME,
+                                                          SAFE_WEIGHTS_INDEX_NAME))
+        if not full or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+            return
+        load_full_weights(self.accelerator.unwrap_model(self.model if model is None else model),
+                          folder)
+
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         rows = list(self.rows(len(inputs)))
         if len(rows) != len(inputs):
@@ -66,6 +91,7 @@ class TrajectoryGRPOTrainer(GRPOTrainer):
         pad = self.processing_class.tokenizer.pad_token_id
         prompt_ids, prompt_mask = _pad([r.turn.prompt_ids for r in rows], pad, left=True)
         completion_ids, completion_mask = _pad([r.turn.completion_ids for r in rows], pad)
+        self._cut_at_banned_tokens(completion_ids, completion_mask, pad)
         sampler_logps, _ = _pad([r.turn.logprobs for r in rows], 0.0, dtype=torch.float32)
         prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
         completion_ids, completion_mask = completion_ids.to(device), completion_mask.to(device)
@@ -94,6 +120,26 @@ class TrajectoryGRPOTrainer(GRPOTrainer):
         if ref_logps is not None:
             output["ref_per_token_logps"] = ref_logps
         return output
+
+    @cached_property
+    def _banned_token_ids(self) -> torch.Tensor:
+        return torch.tensor(banned_token_ids(self.processing_class.tokenizer), dtype=torch.long)
+
+    def _cut_at_banned_tokens(self, completion_ids: torch.Tensor, completion_mask: torch.Tensor,
+                              pad: int) -> None:
+        """Pads and masks out (in place) each completion from its first banned token on, and
+        counts the completions cut, over all processes (a metric, and a warning when any)."""
+        banned = torch.isin(completion_ids, self._banned_token_ids) & completion_mask.bool()
+        from_first = banned.cumsum(dim=1) > 0
+        completion_ids[from_first] = pad
+        completion_mask[from_first] = 0
+        local = torch.tensor(int(banned.any(dim=1).sum()), device=self.accelerator.device)
+        cut = int(self.accelerator.gather(local).sum())
+        self._metrics["train"]["completions/banned_token_rows"].append(cut)
+        if cut and self.accelerator.is_main_process:
+            log.warning("%d completion(s) of this step held tokens no model may sample (special "
+                        "tokens such as image placeholders): each is trained only up to the "
+                        "first one", cut)
 
     @contextmanager
     def _reference(self) -> Iterator[Any]:
