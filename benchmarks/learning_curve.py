@@ -1,270 +1,416 @@
-"""Proof of learning: GRPO teaches the tiny random-weight model to find the spy, on a CPU.
+"""Proof of learning in the full games: train.py's self-play from the tiny player, over seeds.
 
-    OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/learning_curve.py   # ~13 minutes, one core
-    python benchmarks/learning_curve.py --steps 40 --out /tmp/curve.png  # a quick look
+    python benchmarks/learning_curve.py                          # both games, seeds 0 1 2
+    python benchmarks/learning_curve.py --steps 2 --seeds 0 1    # a smoke run
+    python benchmarks/learning_curve.py --games spy --override trainer=gpu --override agent=vllm
 
-**The task** is the decision stage of Who Is the Spy against scripted clue-givers:
-``envs.make("spy", decision="observer", spy_image="blank", num_rounds=1, ...)``. Four scripted
-players (``agents.scripted``) give one clue each: the civilians a true, specific fact about the
-CLEVR-like scene ("There is a large red metal cube in the back left."), the spy, who was shown a
-blank picture, a generic sentence ("It shows several different things."). The trained model sits
-in the observer seat and votes ``--samples`` times per game for the player it takes for the spy.
-The reward is the game's own and verifiable against the ground truth: +1 for a vote for the spy,
--1 for any other (``decision_reward="paper"``).
+Nothing here trains: for each game (``--games``) and seed (``--seeds``), one after the other, it
+runs the project's main job as it is,
 
-**Why it starts near chance.** The spy's seat is drawn uniformly and the random-weight model
-cannot read the clues, so whichever player it favours is the spy one game in four: vote accuracy
-1/4, mean reward 1/4 - 3/4 = -0.5.
+    python train.py env=<game> seed=<seed> trainer.max_steps=<steps> evaluation.games=0 \\
+        ++trainer.save_total_limit=1 hydra.run.dir=<runs>/<game>/seed<seed> [--override ...]
 
-**The one concession: a vote is one token.** A random-weight model never writes ``\\boxed{2}`` by
-chance, so all its votes would be invalid (reward -1 every time: no variance, nothing to learn).
-So the policy samples a single token among "1".."4" (every other token is suppressed through the
-model's ``generation_config.suppress_tokens``, which ``TransformersAgent``'s ``generate`` honours)
-and :class:`VoteAgent` hands the game ``\\boxed{k}``. The sampler's log-probs are those of the
-restricted distribution, so the trainer's importance weight ``exp(trainer - sampler)`` is the
-full-vocabulary mass of the four digits: a per-row factor (~4/722 at the start) that Adam's
-per-parameter normalisation absorbs.
+— the default config: the tiny player (``model.path`` null), Iterative-SPO's clue and decision
+stages on the paper's schedule for the spy game, the questioner and solver stages for the duel.
+``--override key=value`` (repeatable) passes any other Hydra override through (also replacing
+the two defaults above), so the same script runs bigger settings on a GPU. Each run's console
+output goes to ``console.log`` in its folder (beside train.py's ``train.log``).
 
-**What else differs from ``train.py``.** The observer's prompt is shortened (the game's
-``prompts`` option) and the scenes are small, so a step takes ~2 s on one core. Advantages are
-the votes' rewards minus their game's mean, without GRPO's division by the group's standard
-deviation (Dr. GRPO): with that division (``trainers.rows.spy_rows``) the policy collapsed onto
-one player number before it learned anything, in the runs made for this script.
+**The metrics** are what train.py logs at every step (TRL's loss with the games' ``selfplay/``
+statistics), read back from the ``log_history`` of ``trainer_state.json`` in the run's newest
+complete checkpoint: transformers saves one at the last step, and a resumed run's history is
+restored from its checkpoint, so the history is whole. A run folder that already holds a run with
+the same overrides is resumed (or, when finished, just read back) by train.py itself; one holding a
+run with other overrides is an error, never overwritten.
 
-Everything else is the project's machinery: ``trainers.selfplay.SelfPlay`` plays ``--games``
-games per step through ``RolloutRunner`` with the current weights (the policy shares the trained
-model object), a small recipe (:class:`VoteRecipe`) keeps the observer's votes, and
-``TrajectoryGRPOTrainer`` takes one TRL GRPO step on them. The curve is the mean reward of each
-step's votes, sampled before that step's update: printed as a table, saved as a PNG (drawn with
-Pillow) and as JSON beside it.
+**The outputs**, per game, in ``--results``: ``learning_curve_<game>.png``, one panel per metric
+(spy: vote accuracy, N/A rate, spy caught, invalid clue and vote rates, the return of each role,
+the active stage, the loss; duel: the questioner's valid-question rate, the in-band rate, the
+solver's confidence and valid-answer rate, the return of each role, the active stage, the skipped
+solver stages, the loss) with the mean over seeds as a line and their min-max as a band; and
+``learning_curve_<game>.json``: every seed's per-step metrics and the summary — per metric the
+means of the first and of the last ``--window`` steps and their change, each as the mean over
+seeds with its min and max — which is also printed as a table. The figures are drawn with Pillow.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import tempfile
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from PIL import Image, ImageDraw
-from transformers import AutoModelForImageTextToText, AutoProcessor
-from trl import GRPOConfig
+from omegaconf import OmegaConf
+from PIL import Image, ImageDraw, ImageFont
 
-import envs
-from agents import make_agent
-from agents.base import Agent, Completion
-from agents.default_model import default_model_path
-from agents.model import SamplingConfig
-from agents.rollout import RolloutRunner
-from agents.trajectory import GameResult
-from agents.transformers_agent import TransformersAgent
-from trainers.advantages import group_normalize
-from trainers.grpo import TrajectoryGRPOTrainer
-from trainers.rows import TrainingRow
-from trainers.selfplay import SelfPlay
-
-NUM_PLAYERS = 4
-CHANCE_ACCURACY = 1 / NUM_PLAYERS
-CHANCE_REWARD = CHANCE_ACCURACY * 1.0 + (1 - CHANCE_ACCURACY) * -1.0  # paper reward: +1 / -1
-
-#: The observer's prompt, shortened from the game's default so that a CPU step takes seconds.
-OBSERVER_PROMPT = ("Who Is the Spy? The clues:\n{clues}\n"
-                   "Which player is the spy? Answer with the number in \\boxed{{}}.")
-#: Options of ``envs.make("spy", ...)``: one clue round, a blank picture for the spy (the paper's
-#: main setting), the observer's vote as the decision, small pre-rendered scenes.
-ENV_OPTIONS: dict[str, Any] = {
-    "num_players": NUM_PLAYERS, "num_rounds": 1, "spy_image": "blank", "decision": "observer",
-    "decision_reward": "paper", "prompts": {"observer": OBSERVER_PROMPT},
-    "images": {"source": "clevr", "width": 128, "height": 96, "pool_size": 64},
+ROOT = Path(__file__).resolve().parent.parent
+GAMES = ("spy", "qa_duel")
+GAME_TITLES = {"spy": "Who Is the Spy", "qa_duel": "QA duel"}
+#: The panels of each game, in order: (metric, label); the return of every role found in the
+#: logs follows the statistics.
+STATISTICS = {
+    "spy": [("selfplay/vote_accuracy", "vote accuracy"), ("selfplay/na_rate", "N/A rate"),
+            ("selfplay/spy_caught", "spy caught"),
+            ("selfplay/invalid_clue_rate", "invalid clue rate"),
+            ("selfplay/invalid_vote_rate", "invalid vote rate")],
+    "qa_duel": [("selfplay/valid_question", "valid question rate (questioner)"),
+                ("selfplay/in_band", "in-band rate"),
+                ("selfplay/confidence", "solver's confidence"),
+                ("selfplay/valid_answer_rate", "valid answer rate (solver)")],
 }
+TRAINING = {
+    "spy": [("selfplay/stage_clue", "stage (clue 1, decision 0)"), ("loss", "loss")],
+    "qa_duel": [("selfplay/stage_answer", "stage (solver 1, questioner 0)"),
+                ("selfplay/skipped_stages", "stages skipped (total)"), ("loss", "loss")],
+}
+RETURN_PREFIX = "selfplay/return_"
+#: Metrics drawn on a fixed 0-1 axis: the games' rates and the stage flags.
+UNIT_RANGE = ({metric for game in GAMES for metric, _ in STATISTICS[game]}
+              | {"selfplay/stage_clue", "selfplay/stage_answer"})
+#: Keys set from this script's own options, not through --override.
+OWN_KEYS = {"env": "--games", "seed": "--seeds", "trainer.max_steps": "--steps",
+            "hydra.run.dir": "--runs"}
+#: Overrides added to every run unless an --override sets the same key: no end-of-run evaluation
+#: (the curve is the point), only the newest checkpoint kept (it holds the whole history).
+DEFAULT_OVERRIDES = ("evaluation.games=0", "++trainer.save_total_limit=1")
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=350, help="GRPO steps (the fixed budget)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/learning_curve.png"),
-                        help="the PNG; the JSON goes beside it")
-    parser.add_argument("--games", type=int, default=16, help="games per step")
-    parser.add_argument("--samples", type=int, default=4, help="votes per game (a GRPO group)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (AdamW, constant)")
-    parser.add_argument("--window", type=int, default=10, help="steps averaged at each end")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    return parser.parse_args()
+    parser.add_argument("--steps", type=int, default=100, help="training steps of every run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--games", nargs="+", choices=GAMES, default=list(GAMES))
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="a Hydra override for train.py (repeatable)")
+    parser.add_argument("--window", type=int, default=10,
+                        help="steps averaged at each end for the summary")
+    parser.add_argument("--runs", type=Path, default=ROOT / "outputs" / "learning_curve",
+                        help="the run folders go in <runs>/<game>/seed<seed>")
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results",
+                        help="where the PNG and JSON of each game go")
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.window < 1:
+        parser.error("--steps and --window must be >= 1")
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds must differ, got {args.seeds}")
+    try:
+        shared_overrides(args.override)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
 
 
-class VoteAgent(Agent):
-    """The policy in the observer seat: one sampled token among the player numbers (the model's
-    ``generation_config`` suppresses every other token), given to the game as ``\\boxed{k}``."""
-
-    def __init__(self, policy: TransformersAgent):
-        self.policy = policy
-
-    def act(self, observations: Sequence[dict[str, Any]]) -> list[Completion]:
-        return [replace(c, text=f"\\boxed{{{c.text.strip()}}}")
-                for c in self.policy.act(observations)]
+def override_key(override: str) -> str:
+    """The config key of a Hydra override ``[+|++]key=value``."""
+    key, equals, _ = override.partition("=")
+    key = key.lstrip("+")
+    if not equals or not key:
+        raise ValueError(f"an override is key=value, got {override!r}")
+    return key
 
 
-@dataclass
-class VoteRecipe:
-    """A :class:`trainers.selfplay.Recipe` with one stage, the observer's votes (the scripted
-    clue-givers' turns are not trained). Advantage: a vote's reward minus its game's mean. Each
-    step's statistics make a point of the curve."""
-
-    started: float = field(default_factory=time.perf_counter)
-    curve: list[dict[str, float]] = field(default_factory=list)
-    stages: tuple[str, ...] = ("decision",)
-    repeats: int = 1
-
-    @property
-    def stage(self) -> str:
-        return "decision"
-
-    def rows(self, results: list[GameResult]) -> dict[str, list[TrainingRow]]:
-        votes = [t for r in results for t in r.turns if t.phase == "decision"]
-        advantages = group_normalize([v.game_id for v in votes], [v.reward for v in votes],
-                                     scale=False)
-        return {"decision": [TrainingRow(v, a) for v, a in zip(votes, advantages, strict=True)]}
-
-    def observe(self, statistics: dict[str, float]) -> None:
-        point = {"step": len(self.curve) + 1, "mean_reward": statistics["return_observer"],
-                 "vote_accuracy": statistics["vote_accuracy"],
-                 "seconds": time.perf_counter() - self.started}
-        self.curve.append(point)
-        print(f"{point['step']:>5} {point['mean_reward']:>+12.3f} {point['vote_accuracy']:>14.3f}"
-              f" {point['seconds']:>9.0f}", flush=True)
-
-    def skip(self) -> None:
-        raise RuntimeError("every game ends with the observer's votes")
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+def shared_overrides(extra: Sequence[str]) -> list[str]:
+    """The overrides of every run besides the script's own keys: the defaults, each replaced by
+    an ``extra`` override of the same key, then the other ``extra`` ones."""
+    chosen = {override_key(override): override for override in DEFAULT_OVERRIDES}
+    for override in extra:
+        key = override_key(override)
+        if key in OWN_KEYS:
+            raise ValueError(f"{key} is set with {OWN_KEYS[key]}, not --override")
+        chosen[key] = override
+    return list(chosen.values())
 
 
-def build(args: argparse.Namespace, recipe: VoteRecipe) -> TrajectoryGRPOTrainer:
-    """The model, the players, the self-play row source and the trainer."""
-    path = str(default_model_path())
-    processor = AutoProcessor.from_pretrained(path, padding_side="left")
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
-    digits = [processor.tokenizer.convert_tokens_to_ids(str(p))
-              for p in range(1, NUM_PLAYERS + 1)]
-    model.generation_config.suppress_tokens = [
-        i for i in range(model.config.text_config.vocab_size) if i not in digits]
-    sampling = SamplingConfig(max_tokens=1, temperature=1.0, seed=args.seed)
-    policy = TransformersAgent(path, sampling, model_object=model, processor=processor,
-                               batch_size=args.games * args.samples)
-    clue_givers = make_agent("scripted", game="spy", seed=args.seed)
-    seats: dict[str, Agent] = {f"player_{p}": clue_givers for p in range(1, NUM_PLAYERS + 1)}
-    seats["observer_1"] = VoteAgent(policy)
-    env_options = {**ENV_OPTIONS, "observer_samples": args.samples,
-                   "images": {**ENV_OPTIONS["images"], "pool_seed": args.seed}}
-    runner = RolloutRunner(lambda: envs.make("spy", **env_options), seats,
-                           parallel_games=args.games)
-    selfplay = SelfPlay(runner, recipe, args.games, seed=args.seed)
-    config = GRPOConfig(
-        output_dir=tempfile.mkdtemp(prefix="learning_curve-"), seed=args.seed,
-        max_steps=args.steps, learning_rate=args.lr, lr_scheduler_type="constant",
-        per_device_train_batch_size=args.games * args.samples, gradient_accumulation_steps=1,
-        num_generations=args.samples, beta=0.0, loss_type="dapo", use_cpu=True, bf16=False,
-        gradient_checkpointing=False, logging_steps=args.steps, save_strategy="no",
-        report_to="none", disable_tqdm=True)
-    return TrajectoryGRPOTrainer(model, processor, config, rows=selfplay,
-                                 metrics=lambda: selfplay.metrics)
+def train_overrides(game: str, seed: int, steps: int, run_dir: Path,
+                    extra: Sequence[str]) -> list[str]:
+    """train.py's overrides for one run."""
+    return [f"env={game}", f"seed={seed}", f"trainer.max_steps={steps}",
+            *shared_overrides(extra), f"hydra.run.dir={run_dir}"]
 
 
-def window_means(curve: list[dict[str, float]], key: str, window: int) -> tuple[float, float]:
-    """The mean of ``key`` over the first and over the last ``window`` steps."""
-    values = [point[key] for point in curve]
-    return float(np.mean(values[:window])), float(np.mean(values[-window:]))
+def task_overrides(overrides: Sequence[str]) -> list[str]:
+    """The overrides Hydra records in a run's ``.hydra/overrides.yaml`` (not ``hydra.*``)."""
+    return [o for o in overrides
+            if override_key(o) != "hydra" and not override_key(o).startswith(("hydra.", "hydra/"))]
 
 
-def draw_curve(curve: list[dict[str, float]], window: int, path: Path) -> None:
-    """A line chart: the mean reward per step, its running mean and the chance level."""
-    width, height, left, right, top, bottom = 900, 520, 80, 30, 50, 70
-    plot_w, plot_h = width - left - right, height - top - bottom
-    steps = [p["step"] for p in curve]
-    rewards = [p["mean_reward"] for p in curve]
-    running = [float(np.mean(rewards[max(0, i - window + 1): i + 1]))
-               for i in range(len(rewards))]
-    y_low, y_high = -1.0, 1.0
+def check_run_folder(run_dir: Path, overrides: Sequence[str]) -> None:
+    """Raises if ``run_dir`` holds a run of train.py with other overrides (resuming it would
+    mix two configurations)."""
+    recorded = run_dir / ".hydra" / "overrides.yaml"
+    if not recorded.is_file():
+        return
+    before = list(OmegaConf.load(recorded))
+    if before != task_overrides(overrides):
+        raise SystemExit(f"error: {run_dir} holds a run with the overrides {before}, not "
+                         f"{task_overrides(overrides)}: remove that folder or choose other --runs")
+
+
+def run_training(overrides: Sequence[str], run_dir: Path) -> None:
+    """``python train.py <overrides>``, its console output appended to ``run_dir/console.log``;
+    a failure ends the script with the log's last lines."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    console = run_dir / "console.log"
+    with console.open("a") as log:
+        finished = subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides], cwd=ROOT,
+                                  stdout=log, stderr=subprocess.STDOUT, check=False)
+    if finished.returncode:
+        tail = "\n".join(console.read_text(errors="replace").splitlines()[-20:])
+        raise SystemExit(f"{tail}\nerror: train.py exited with status {finished.returncode} "
+                         f"(whole output: {console}; rerunning resumes the run)")
+
+
+def per_step_metrics(log_history: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
+    """The training steps' entries of a Trainer's ``log_history`` (those with a loss: not the
+    end-of-training summary), their numbers only, in step order."""
+    entries = [{name: float(value) for name, value in entry.items()
+                if isinstance(value, int | float) and not isinstance(value, bool)}
+               for entry in log_history if "loss" in entry and "step" in entry]
+    return sorted(entries, key=lambda entry: entry["step"])
+
+
+def read_history(run_dir: Path, steps: int) -> list[dict[str, float]]:
+    """The per-step metrics of a finished run, from its newest complete checkpoint."""
+    from trainers.checkpoints import newest_complete_checkpoint
+
+    checkpoint = newest_complete_checkpoint(run_dir / "checkpoints")
+    if checkpoint is None:
+        raise SystemExit(f"error: {run_dir / 'checkpoints'} has no complete checkpoint")
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    history = per_step_metrics(state["log_history"])
+    if not history or history[-1]["step"] != steps:
+        last = history[-1]["step"] if history else 0
+        raise SystemExit(f"error: {checkpoint} logs steps up to {last:g}, not {steps}")
+    return history
+
+
+def panels(game: str, histories: dict[int, list[dict[str, float]]]) -> list[tuple[str, str]]:
+    """The (metric, label) panels of ``game``: its statistics, each role's return, training."""
+    logged = {name for history in histories.values() for entry in history for name in entry}
+    returns = [(name, f"return, {name.removeprefix(RETURN_PREFIX)}")
+               for name in sorted(logged) if name.startswith(RETURN_PREFIX)]
+    return [*STATISTICS[game], *returns, *TRAINING[game]]
+
+
+def seed_curves(histories: dict[int, list[dict[str, float]]],
+                metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The steps logged by every seed and the metric's values there, one row per seed (NaN
+    where a step's entry lacks it)."""
+    steps = sorted(set.intersection(*({e["step"] for e in h} for h in histories.values())))
+    if not steps:
+        raise ValueError("the seeds have no logged step in common")
+    values = np.array([[by_step[step].get(metric, np.nan) for step in steps]
+                       for by_step in ({e["step"]: e for e in h} for h in histories.values())])
+    if np.isnan(values).all():
+        logged = sorted({name for h in histories.values() for e in h for name in e})
+        raise ValueError(f"no step logs {metric!r}; logged: {logged}")
+    return np.array(steps), values
+
+
+def finite_mean(values: np.ndarray) -> float:
+    """The mean of the finite values (NaN when there are none)."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("nan")
+
+
+def spread(values: np.ndarray) -> dict[str, float | None]:
+    """Mean, min and max of per-seed values (None where no seed has one)."""
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return {"mean": None, "min": None, "max": None}
+    return {"mean": float(finite.mean()), "min": float(finite.min()), "max": float(finite.max())}
+
+
+def summarize(histories: dict[int, list[dict[str, float]]], metrics: Sequence[str],
+              window: int) -> dict[str, Any]:
+    """Per metric: each seed's mean over the first and the last ``window`` steps (at most half
+    of the steps each) and their change, as the mean over seeds with min and max."""
+    summary: dict[str, Any] = {}
+    for metric in metrics:
+        steps, values = seed_curves(histories, metric)
+        size = min(window, max(1, len(steps) // 2))
+        first = np.array([finite_mean(row) for row in values[:, :size]])
+        last = np.array([finite_mean(row) for row in values[:, -size:]])
+        summary[metric] = {"window": size, "first": spread(first), "last": spread(last),
+                           "change": spread(last - first)}
+    return summary
+
+
+def format_spread(value: dict[str, float | None], sign: bool = False) -> str:
+    if value["mean"] is None:
+        return "n/a"
+    form = "+.3f" if sign else ".3f"
+    return f"{value['mean']:{form}} [{value['min']:{form}}, {value['max']:{form}}]"
+
+
+def summary_table(game: str, summary: dict[str, Any], labels: dict[str, str]) -> str:
+    """The summary as a text table: mean over seeds [min, max]."""
+    lines = [f"{GAME_TITLES[game]}: means over the first and the last k steps, "
+             f"mean over seeds [min, max]",
+             f"{'metric':<36} {'k':>3} {'first k steps':>25} {'last k steps':>25} "
+             f"{'change':>28}"]
+    for metric, numbers in summary.items():
+        lines.append(f"{labels[metric]:<36} {numbers['window']:>3} "
+                     f"{format_spread(numbers['first']):>25} "
+                     f"{format_spread(numbers['last']):>25} "
+                     f"{format_spread(numbers['change'], sign=True):>28}")
+    return "\n".join(lines)
+
+
+# ----- the figure (Pillow) -----
+
+PANEL_SIZE = (440, 270)
+PLOT_MARGINS = (62, 30, 16, 34)  # left, top, right, bottom of a plot inside its panel
+COLUMNS = 3
+BAND, LINE, GRID = (190, 210, 240), (20, 70, 190), (228, 228, 228)
+
+
+def tick_step(low: float, high: float, count: int = 5) -> float:
+    """A round step (1, 2, 2.5 or 5 times a power of ten) giving about ``count`` ticks."""
+    raw = (high - low) / (count - 1)
+    magnitude = 10 ** np.floor(np.log10(raw))
+    return next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw * (1 - 1e-9))
+
+
+def value_ticks(metric: str, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """The y axis's ticks, its first and last being its ends: 0-1 for rates and stages;
+    otherwise round values around the band (widened when it is flat)."""
+    bottom, top = (0.0, 1.0) if metric in UNIT_RANGE else (float(np.min(low)),
+                                                           float(np.max(high)))
+    if top - bottom < 1e-9:
+        bottom, top = bottom - 0.5, top + 0.5
+    size = tick_step(bottom, top)
+    first, last = np.floor(bottom / size + 1e-9), np.ceil(top / size - 1e-9)
+    return np.arange(first, last + 0.5) * size
+
+
+def step_ticks(first: float, last: float) -> np.ndarray:
+    """The x axis's ticks: round steps within the run (the first step alone for one step)."""
+    if last == first:
+        return np.array([first])
+    size = max(1.0, tick_step(first, last))
+    ticks = np.arange(np.ceil(first / size), np.floor(last / size) + 0.5) * size
+    return ticks if ticks.size else np.array([first, last])
+
+
+def draw_panel(draw: ImageDraw.ImageDraw, origin: tuple[int, int], metric: str, label: str,
+               steps: np.ndarray, values: np.ndarray, font: ImageFont.FreeTypeFont) -> None:
+    """One metric: the seeds' min-max band and their mean against the step."""
+    left = origin[0] + PLOT_MARGINS[0]
+    top = origin[1] + PLOT_MARGINS[1]
+    right = origin[0] + PANEL_SIZE[0] - PLOT_MARGINS[2]
+    bottom = origin[1] + PANEL_SIZE[1] - PLOT_MARGINS[3]
+    shown = ~np.isnan(values).all(axis=0)  # steps where some seed has the metric
+    steps, values = steps[shown], values[:, shown]
+    mean, low, high = (np.nanmean(values, axis=0), np.nanmin(values, axis=0),
+                       np.nanmax(values, axis=0))
+    y_ticks = value_ticks(metric, low, high)
+    y_low, y_high = float(y_ticks[0]), float(y_ticks[-1])
+    first, last = float(steps[0]), float(steps[-1])
 
     def xy(step: float, value: float) -> tuple[float, float]:
-        x = left + (step - 1) / max(1, len(steps) - 1) * plot_w
-        return x, top + (y_high - value) / (y_high - y_low) * plot_h
+        x = (left + right) / 2 if last == first else left + (step - first) / (last - first) * (
+            right - left)
+        return x, bottom - (value - y_low) / (y_high - y_low) * (bottom - top)
 
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    for value in np.linspace(y_low, y_high, 9):  # y axis: grid lines and labels
-        _, y = xy(1, value)
-        draw.line([(left, y), (left + plot_w, y)], fill=(230, 230, 230))
-        draw.text((left - 45, y - 6), f"{value:+.2f}", fill="black")
-    spacing = max(1, int(np.ceil(len(steps) / 10 / 10)) * 10) if len(steps) > 10 else 1
-    for step in [1, *range(spacing, len(steps) + 1, spacing)]:  # x axis: ticks and labels
+    draw.text((origin[0] + PLOT_MARGINS[0], origin[1] + 8), label, fill="black", font=font)
+    for value in y_ticks:
+        _, y = xy(first, value)
+        draw.line([(left, y), (right, y)], fill=GRID)
+        draw.text((left - 6, y), f"{value:.4g}", fill="black", font=font, anchor="rm")
+    for step in step_ticks(first, last):
         x, _ = xy(step, y_low)
-        draw.line([(x, top + plot_h), (x, top + plot_h + 5)], fill="black")
-        draw.text((x - 8, top + plot_h + 10), str(step), fill="black")
-    draw.rectangle([left, top, left + plot_w, top + plot_h], outline="black")
-    _, chance_y = xy(1, CHANCE_REWARD)
-    for x in range(left, left + plot_w, 12):  # the chance level, dashed
-        draw.line([(x, chance_y), (min(x + 6, left + plot_w), chance_y)], fill=(200, 0, 0),
-                  width=2)
+        draw.line([(x, bottom), (x, bottom + 4)], fill="black")
+        draw.text((x, bottom + 6), f"{step:g}", fill="black", font=font, anchor="mt")
+    draw.rectangle([left, top, right, bottom], outline="black")
     if len(steps) > 1:
-        draw.line([xy(s, r) for s, r in zip(steps, rewards, strict=True)], fill=(150, 180, 230))
-        draw.line([xy(s, r) for s, r in zip(steps, running, strict=True)], fill=(0, 60, 200),
-                  width=3)
-    draw.text((left, 15), "Who Is the Spy, the observer's vote against scripted clue-givers: "
-              "GRPO on the tiny random-weight Qwen2-VL, CPU", fill="black")
-    draw.text((left + plot_w // 2 - 30, height - 30), "GRPO step", fill="black")
-    draw.text((10, top - 20), "mean reward", fill="black")
-    legend = [((150, 180, 230), "per step"), ((0, 60, 200), f"mean of the last {window} steps"),
-              ((200, 0, 0), f"chance ({CHANCE_REWARD:+.2f})")]
-    for i, (colour, label) in enumerate(legend):
-        y = top + 12 + 16 * i
-        draw.line([(left + 12, y + 6), (left + 40, y + 6)], fill=colour, width=3)
-        draw.text((left + 48, y), label, fill="black")
+        draw.polygon([xy(s, v) for s, v in zip(steps, high, strict=True)]
+                     + [xy(s, v) for s, v in zip(steps[::-1], low[::-1], strict=True)], fill=BAND)
+        draw.line([xy(s, v) for s, v in zip(steps, mean, strict=True)], fill=LINE, width=2)
+    for step, value, lowest, highest in zip(steps, mean, low, high, strict=True):
+        if len(steps) <= 30:  # points too, when few
+            x, y = xy(step, value)
+            draw.line([xy(step, lowest), xy(step, highest)], fill=BAND, width=5)
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=LINE)
+
+
+def draw_figure(title: str, subtitle: str,
+                curves: Sequence[tuple[str, str, np.ndarray, np.ndarray]], path: Path) -> None:
+    """A grid of panels, one per (metric, label, steps, values per seed), saved as a PNG."""
+    rows = -(-len(curves) // COLUMNS)
+    header = 78
+    image = Image.new("RGB", (COLUMNS * PANEL_SIZE[0], header + rows * PANEL_SIZE[1]), "white")
+    draw = ImageDraw.Draw(image)
+    font, big = ImageFont.load_default(size=13), ImageFont.load_default(size=17)
+    draw.text((16, 10), title, fill="black", font=big)
+    draw.text((16, 34), subtitle, fill=(80, 80, 80), font=font)
+    draw.rectangle([16, 56, 40, 66], fill=BAND)
+    draw.text((46, 54), "min-max over seeds", fill="black", font=font)
+    draw.line([(200, 61), (224, 61)], fill=LINE, width=2)
+    draw.text((230, 54), "mean over seeds", fill="black", font=font)
+    draw.text((COLUMNS * PANEL_SIZE[0] - 16, 54), "x: training step", fill="black", font=font,
+              anchor="ra")
+    for number, (metric, label, steps, values) in enumerate(curves):
+        origin = ((number % COLUMNS) * PANEL_SIZE[0], header + number // COLUMNS * PANEL_SIZE[1])
+        draw_panel(draw, origin, metric, label, steps, values, font)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
 
 
-def main() -> None:
-    args = parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    recipe = VoteRecipe()
-    trainer = build(args, recipe)
-    print(f"{'step':>5} {'mean reward':>12} {'vote accuracy':>14} {'seconds':>9}   "
-          f"(chance: reward {CHANCE_REWARD:+.2f}, accuracy {CHANCE_ACCURACY:.2f})", flush=True)
-    trainer.train()
-    seconds = time.perf_counter() - recipe.started
+# ----- the job -----
 
-    curve = recipe.curve
-    first, last = window_means(curve, "mean_reward", args.window)
-    first_accuracy, last_accuracy = window_means(curve, "vote_accuracy", args.window)
-    draw_curve(curve, args.window, args.out)
-    numbers = args.out.with_suffix(".json")
+def learning_curve(game: str, args: argparse.Namespace) -> None:
+    """Trains ``game`` for every seed, then writes its figure and JSON and prints its table."""
+    histories: dict[int, list[dict[str, float]]] = {}
+    runs: dict[str, Any] = {}
+    for seed in args.seeds:
+        run_dir = (args.runs / game / f"seed{seed}").resolve()
+        overrides = train_overrides(game, seed, args.steps, run_dir, args.override)
+        started = time.perf_counter()
+        print(f"{game} seed {seed}: python train.py {' '.join(overrides)}  "
+              f"(output: {run_dir / 'console.log'})", flush=True)
+        run_training(overrides, run_dir)
+        histories[seed] = read_history(run_dir, args.steps)
+        runs[str(seed)] = {"run_dir": str(run_dir), "overrides": overrides,
+                           "train_seconds": sum(e.get("step_time", 0.0)
+                                                for e in histories[seed]),
+                           "steps": histories[seed]}
+        print(f"{game} seed {seed}: train.py done in {time.perf_counter() - started:.0f} s",
+              flush=True)
+
+    shown = panels(game, histories)
+    labels = dict(shown)
+    summary = summarize(histories, labels, args.window)
+    seeds = " ".join(map(str, args.seeds))
+    title = (f"{GAME_TITLES[game]}: train.py self-play, {len(args.seeds)} seeds ({seeds}), "
+             f"{args.steps} steps")
+    subtitle = " ".join(["python train.py", f"env={game}", "seed=<seed>",
+                         f"trainer.max_steps={args.steps}", *shared_overrides(args.override)])
+    curves = [(metric, label, *seed_curves(histories, metric)) for metric, label in shown]
+    figure = args.results / f"learning_curve_{game}.png"
+    draw_figure(title, subtitle, curves, figure)
+    numbers = figure.with_suffix(".json")
     numbers.write_text(json.dumps({
-        "task": "Who Is the Spy: the observer's vote against scripted clue-givers",
-        "env_options": ENV_OPTIONS, "steps": args.steps, "seed": args.seed,
-        "games_per_step": args.games, "votes_per_game": args.samples, "learning_rate": args.lr,
-        "threads": args.threads, "seconds": seconds, "window": args.window,
-        "chance_reward": CHANCE_REWARD, "chance_accuracy": CHANCE_ACCURACY,
-        "first_window_reward": first, "last_window_reward": last,
-        "first_window_accuracy": first_accuracy, "last_window_accuracy": last_accuracy,
-        "curve": curve}, indent=1))
-    print(f"curve {args.out}, numbers {numbers}, {seconds:.0f} s")
-    print(f"vote accuracy first {args.window} steps {first_accuracy:.3f} -> last {args.window} "
-          f"steps {last_accuracy:.3f} (chance {CHANCE_ACCURACY:.2f})")
-    print(f"mean reward first {args.window} steps {first:+.3f} -> last {args.window} steps "
-          f"{last:+.3f} (chance {CHANCE_REWARD:+.2f})")
+        "game": game, "steps": args.steps, "seeds": args.seeds, "window": args.window,
+        "overrides": args.override, "summary": summary, "runs": runs}, indent=1))
+    print(summary_table(game, summary, labels))
+    print(f"figure {figure}, numbers {numbers}", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    for game in args.games:  # before any training: no run folder holds another configuration
+        for seed in args.seeds:
+            run_dir = (args.runs / game / f"seed{seed}").resolve()
+            check_run_folder(run_dir, train_overrides(game, seed, args.steps, run_dir,
+                                                      args.override))
+    for game in args.games:
+        learning_curve(game, args)
 
 
 if __name__ == "__main__":
