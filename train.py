@@ -132,7 +132,8 @@ def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
     runner = RolloutRunner(lambda: envs.make(**env_options), policy,
                            parallel_games=cfg.selfplay.games_per_round)
     selfplay = SelfPlay(runner, recipe, cfg.selfplay.games_per_round,
-                        seed=rank * 1_000_000_000, after_rollouts=after_rollouts,
+                        seed=(cfg.seed * args.world_size + rank) * 1_000_000_000,
+                        after_rollouts=after_rollouts,
                         replays=out / "replays" if rank == 0 else None)
     lora = None
     if cfg.model.lora:

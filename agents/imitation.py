@@ -5,7 +5,8 @@ learn. Two kinds, both deterministic per seed:
 
 - **game turns** (:func:`scripted_turns`): games played by the scripted agents through the
   environments, every seat and phase recorded — Who Is the Spy with civilians voting (the paper)
-  and with an observer (the released code), and the QA duel's questioner and solver;
+  and with an observer (the released code), and the QA duel's questioner and solver — optionally
+  with fallible scripted agents (a bold spy, a voter that sometimes guesses);
 - **vision drills** (:func:`vision_drills`): CLEVR-like pictures with the answer read from the
   scene description — name the one object of a single-object picture, name any object of a
   scene, or list every object of a scene. Their answers use the scripted clue-givers' words
@@ -48,14 +49,16 @@ class Example:
 
 
 def scripted_turns(game: str, num_games: int, seed: int,
+                   agent_options: dict[str, Any] | None = None,
                    **env_options: Any) -> list[Example]:
-    """Every turn of ``num_games`` games of ``game`` played by its scripted agents (seeded), with
-    the environment built from ``env_options``."""
+    """Every turn of ``num_games`` games of ``game`` played by its scripted agents (seeded, built
+    with ``agent_options``), with the environment built from ``env_options``."""
     import envs  # PettingZoo: imported only by what plays games
     from agents.rollout import RolloutRunner
 
     runner = RolloutRunner(lambda: envs.make(game, **env_options),
-                           scripted_agent(game, seed=seed), parallel_games=64)
+                           scripted_agent(game, seed=seed, **(agent_options or {})),
+                           parallel_games=64)
     return [Example(f"{game}/{turn.role}/{turn.phase}", turn.prompt, tuple(turn.images),
                     turn.text)
             for result in runner.run(num_games, seed=seed) for turn in result.turns]

@@ -8,13 +8,23 @@ it) taught by supervised fine-tuning to imitate the scripted agents
 1. **seeing**: vision drills only — name the object of a one-object picture, name any object of a
    scene, list a scene's objects — with the vision tower learning faster than the rest;
 2. **playing**: every seat and phase of scripted games (spy with civilians voting and with an
-   observer, the QA duel's questioner and solver) mixed with the drills.
+   observer, the QA duel's questioner and solver) mixed with the drills;
+3. **variety**: spy games of fallible scripted players — a spy that is sometimes bold (a
+   civilian's specific clue about its own picture) and voters that sometimes guess — with some
+   of the playing mix. After stage 2 the player copies the scripted spy's one strategy (vague
+   clues, always caught) and votes as surely as the scripted voter: every game ends the same way,
+   GRPO's groups have no reward variance and self-play learns nothing. Mixed strategies give it
+   choices to weigh.
 
 Its tokenizer is learnt from the same texts, so game talk takes few tokens. The build is
 deterministic per seed (deterministic kernels, seeded data) and takes minutes
 on a GPU::
 
     python -m agents.tiny_player --device cuda          # writes agents/assets/tiny-player/
+
+A build can also go on from a saved player: ``--init FOLDER --stages variety`` runs only the last
+stage on that player's weights and tokenizer (``build.json`` records each stage and the device
+it ran on).
 
 It is kept small and short-trained on purpose: it plays legal moves and names what it sees far
 more often than chance, but much worse than the scripted agents, so self-play has room to improve
@@ -80,6 +90,15 @@ class BuildConfig:
     batch_size: int = 64
     learning_rate: float = 1e-3
     vision_learning_rate: float = 2e-3
+    variety_spy_games: int = 800
+    spy_boldness: float = 0.5
+    voter_accuracy: float = 0.6
+    variety_steps: int = 150
+    variety_batch_size: int = 16
+    variety_learning_rate: float = 5e-4
+
+#: The stages of a build, in order.
+STAGES = ("seeing", "playing", "variety")
 
 
 def tiny_player_path(folder: Path = ASSET_DIR) -> Path:
@@ -97,29 +116,66 @@ def tiny_player_path(folder: Path = ASSET_DIR) -> Path:
     return folder
 
 
-def imitation_data(config: BuildConfig) -> tuple[list[Example], list[Example]]:
-    """The drills of the seeing stage and the mix of the playing stage."""
-    seeds = np.random.default_rng(config.seed).integers(0, 2**31, size=6).tolist()
+def imitation_data(config: BuildConfig, stage: str) -> list[Example]:
+    """The examples of one stage of the build."""
+    seeds = np.random.default_rng(config.seed).integers(0, 2**31, size=9).tolist()
     drills = [example for seed, task in zip(seeds, sorted(DRILL_PROMPTS), strict=False)
               for example in vision_drills(task, config.drills_per_task, seed)]
-    games = (scripted_turns("spy", config.spy_games, seeds[3])
-             + scripted_turns("spy", config.observer_games, seeds[4], decision="observer")
-             + scripted_turns("qa_duel", config.duel_games, seeds[5]))
-    return drills, games + drills
+    if stage == "seeing":
+        return drills
+    if stage == "playing":
+        return (scripted_turns("spy", config.spy_games, seeds[3])
+                + scripted_turns("spy", config.observer_games, seeds[4], decision="observer")
+                + scripted_turns("qa_duel", config.duel_games, seeds[5]) + drills)
+    fallible = {"boldness": config.spy_boldness, "vote_accuracy": config.voter_accuracy}
+    return (scripted_turns("spy", config.variety_spy_games, seeds[6], fallible)
+            + scripted_turns("qa_duel", config.variety_spy_games // 4, seeds[7])
+            + drills[:: max(1, len(drills) // config.variety_spy_games)])
 
 
-def build_tiny_player(out: Path, config: BuildConfig, device: str) -> Path:
-    """Build the tiny player into ``out`` (created; its files replaced)."""
+def build_tiny_player(out: Path, config: BuildConfig, device: str,
+                      stages: tuple[str, ...] = STAGES, init: Path | None = None) -> Path:
+    """Build the tiny player into ``out`` (created; its files replaced): ``stages`` from a fresh
+    model, or from the player saved in ``init``."""
     import torch
-    from transformers import Qwen2VLForConditionalGeneration, set_seed
+    from transformers import AutoProcessor, Qwen2VLForConditionalGeneration, set_seed
 
-    started = time.perf_counter()
-    drills, mix = imitation_data(config)
-    print(f"imitation data: {len(drills)} drills, {len(mix)} examples to play; "
-          f"{dict(sorted(Counter(e.task for e in mix).items()))}")
-    tokenizer = build_tokenizer([*CORPUS.splitlines(), *texts(mix)], config.vocab_size)
-    processor = build_processor(tokenizer, MAX_PIXELS)
-    model_config = qwen2_vl_config(
+    set_seed(config.seed)
+    if device != "cpu":  # deterministic kernels (cuBLAS needs its workspace fixed before start)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    record: dict[str, Any] = {"config": asdict(config), "torch": torch.__version__, "stages": []}
+    if init is None:
+        tokenizer = build_tokenizer([*CORPUS.splitlines(),
+                                     *texts(imitation_data(config, "playing"))],
+                                    config.vocab_size)
+        processor = build_processor(tokenizer, MAX_PIXELS)
+        model = Qwen2VLForConditionalGeneration(_model_config(tokenizer, config))
+        model.generation_config = generation_config(tokenizer)
+    else:
+        record["init"] = json.loads((Path(init) / BUILD_RECORD).read_text())
+        processor = AutoProcessor.from_pretrained(init)
+        model = Qwen2VLForConditionalGeneration.from_pretrained(init, dtype=torch.float32)
+    model.to(device)
+    print(f"tiny player: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+    for stage in stages:
+        started = time.perf_counter()
+        examples = imitation_data(config, stage)
+        print(f"stage {stage}: {dict(sorted(Counter(e.task for e in examples).items()))}")
+        _imitate(model, processor, examples, config, device, stage)
+        record["stages"].append({"stage": stage, "device": device,
+                                 "minutes": round((time.perf_counter() - started) / 60, 1)})
+    out.mkdir(parents=True, exist_ok=True)
+    model.to(torch.bfloat16).save_pretrained(out)
+    processor.save_pretrained(out)
+    record["sha256"] = _sha256(out / WEIGHTS)
+    (out / BUILD_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    print(f"tiny player written to {out}; sha256 {record['sha256']}")
+    return out
+
+
+def _model_config(tokenizer: Any, config: BuildConfig) -> Any:
+    return qwen2_vl_config(
         tokenizer,
         text={"hidden_size": config.hidden_size, "intermediate_size": 640,
               "num_hidden_layers": config.layers, "num_attention_heads": config.hidden_size // 64,
@@ -127,25 +183,6 @@ def build_tiny_player(out: Path, config: BuildConfig, device: str) -> Path:
         vision={"depth": config.vision_depth, "embed_dim": 128, "num_heads": 2, "mlp_ratio": 4},
         tie_word_embeddings=True,
     )
-    set_seed(config.seed)
-    if device != "cpu":  # deterministic kernels (cuBLAS needs its workspace fixed before start)
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    model = Qwen2VLForConditionalGeneration(model_config).to(device)
-    model.generation_config = generation_config(tokenizer)
-    print(f"tiny player: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
-    for stage, examples, steps in (("seeing", drills, config.seeing_steps),
-                                   ("playing", mix, config.playing_steps)):
-        _imitate(model, processor, examples, steps, config, device, stage)
-    out.mkdir(parents=True, exist_ok=True)
-    model.to(torch.bfloat16).save_pretrained(out)
-    processor.save_pretrained(out)
-    record = {"config": asdict(config), "device": device, "torch": torch.__version__,
-              "minutes": round((time.perf_counter() - started) / 60, 1),
-              "sha256": _sha256(out / WEIGHTS)}
-    (out / BUILD_RECORD).write_text(json.dumps(record, indent=2) + "\n")
-    print(f"tiny player written to {out} in {record['minutes']} min; sha256 {record['sha256']}")
-    return out
 
 
 class ImitationSet:
@@ -197,22 +234,27 @@ def collate(rows: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
             "image_grid_thw": torch.cat([row["image_grid_thw"] for row in rows])}
 
 
-def _imitate(model: Any, processor: Any, examples: list[Example], steps: int,
-             config: BuildConfig, device: str, stage: str) -> None:
-    """One supervised stage: ``steps`` optimizer steps on ``examples``."""
+def _imitate(model: Any, processor: Any, examples: list[Example], config: BuildConfig,
+             device: str, stage: str) -> None:
+    """One supervised stage on ``examples``, as long and with the learning rates the config
+    gives that stage."""
     import torch
     from transformers import Trainer, TrainingArguments
 
     vision = [p for name, p in model.named_parameters() if ".visual." in f".{name}"]
     others = [p for name, p in model.named_parameters() if ".visual." not in f".{name}"]
-    optimizer = torch.optim.AdamW([{"params": others, "lr": config.learning_rate},
-                                   {"params": vision, "lr": config.vision_learning_rate}],
-                                  weight_decay=0.0)
+    variety = stage == "variety"
+    steps = getattr(config, f"{stage}_steps")
+    batch_size = config.variety_batch_size if variety else config.batch_size
+    learning_rate = config.variety_learning_rate if variety else config.learning_rate
+    vision_rate = learning_rate * config.vision_learning_rate / config.learning_rate
+    optimizer = torch.optim.AdamW([{"params": others, "lr": learning_rate},
+                                   {"params": vision, "lr": vision_rate}], weight_decay=0.0)
     pad_id = processor.tokenizer.pad_token_id
     with tempfile.TemporaryDirectory() as scratch:
         args = TrainingArguments(
-            output_dir=scratch, max_steps=steps, per_device_train_batch_size=config.batch_size,
-            learning_rate=config.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05,
+            output_dir=scratch, max_steps=steps, per_device_train_batch_size=batch_size,
+            learning_rate=learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05,
             max_grad_norm=1.0, use_cpu=device == "cpu",
             logging_steps=max(1, steps // 20), save_strategy="no", report_to="none",
             seed=config.seed, data_seed=config.seed, remove_unused_columns=False,
@@ -221,7 +263,7 @@ def _imitate(model: Any, processor: Any, examples: list[Example], steps: int,
         trainer = Trainer(model=model, args=args, train_dataset=ImitationSet(examples, processor),
                           data_collator=lambda rows: collate(rows, pad_id),
                           optimizers=(optimizer, None))
-        print(f"stage {stage}: {steps} steps of {config.batch_size} examples")
+        print(f"stage {stage}: {steps} steps of {batch_size} examples")
         trainer.train()
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise FloatingPointError(f"the {stage} stage left non-finite weights: lower the "
@@ -240,12 +282,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ASSET_DIR)
     parser.add_argument("--device", default="cuda", help="cuda (minutes) or cpu (hours)")
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    parser.add_argument("--init", type=Path, default=None,
+                        help="go on from the player saved in this folder")
     for name, default in asdict(BuildConfig()).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
     options = vars(parser.parse_args(argv))
     out, device = options.pop("out"), options.pop("device")
+    stages, init = tuple(options.pop("stages")), options.pop("init")
     random.seed(options["seed"])
-    build_tiny_player(out, BuildConfig(**options), device)
+    build_tiny_player(out, BuildConfig(**options), device, stages, init)
 
 
 if __name__ == "__main__":

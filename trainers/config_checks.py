@@ -110,7 +110,8 @@ def check_model(model: dict[str, Any]) -> None:
 
 
 def check_model_path(path: Any) -> None:
-    """Null (the tiny player), an embedded model's name, a local model folder (with a ``config.json``) or a hub id."""
+    """Null (the tiny player), an embedded model's name, a model folder (with a config.json) or
+    a hub id."""
     allowed = ("allowed: null (the tiny player), 'tiny-random' (the random tiny model), a local "
                "model folder holding a config.json, or a hub id 'owner/name' such as "
                "'Qwen/Qwen2.5-VL-3B-Instruct' (downloaded from the hub by the machine that trains)")

@@ -10,6 +10,11 @@
   scene: a clue that fits nothing there is inconsistent (2 points), a vague or missing clue is
   suspicious (1 point). It votes for the most suspicious player, drawing among ties, or N/A when
   no one stands out.
+
+Two options make them fallible, for teachers of players that should not be perfect: with
+probability ``boldness`` a spy gives an honest civilian's clue about its own picture instead (it
+escapes unless it names a changed object), and with probability ``1 - vote_accuracy`` a voter
+guesses a player at random.
 """
 
 from __future__ import annotations
@@ -103,19 +108,31 @@ def vote(context: dict[str, Any], rng: random.Random) -> str:
     return f"Player {suspect}'s clues fit my picture least. \\boxed{{{suspect}}}"
 
 
+def guess(context: dict[str, Any], rng: random.Random) -> str:
+    """A vote for a random other player, without looking at the clues."""
+    voter = context["player"]
+    suspect = rng.choice([p for p in range(1, context["num_players"] + 1) if p != voter])
+    return f"I cannot tell who it is, so I guess. \\boxed{{{suspect}}}"
+
+
 class ScriptedSpyAgent(TextAgent):
     """Plays every seat of Who Is the Spy: honest civilian or cautious spy in the clue phase,
     voter in the decision phase (see the module docstring). The same seed plays the same moves."""
 
-    def __init__(self, seed: int | None = None):
+    def __init__(self, seed: int | None = None, boldness: float = 0.0,
+                 vote_accuracy: float = 1.0):
+        self.boldness, self.vote_accuracy = boldness, vote_accuracy
         self._rng = random.Random(seed)
 
     def answer(self, observation: dict[str, Any]) -> str:
         context = json.loads(observation["context"])
         phase = observation["phase"]
         if phase == "clue":
-            write = cautious_clue if context["role"] == "spy" else honest_clue
+            bold = context["role"] != "spy" or self._rng.random() < self.boldness
+            write = honest_clue if bold else cautious_clue
             return write(context["scene"], context["clues"], self._rng)
         if phase == "decision":
+            if self._rng.random() >= self.vote_accuracy:
+                return guess(context, self._rng)
             return vote(context, self._rng)
         raise ValueError(f"ScriptedSpyAgent cannot play phase {phase!r} (only clue, decision)")
