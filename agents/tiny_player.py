@@ -1,7 +1,7 @@
 """The tiny player: a small Qwen2-VL that plays every zeroplay game, warm-started by imitation.
 
 The random default model (:mod:`agents.default_model`) makes no legal move, so self-play has
-nothing to work with. The tiny player is a Qwen2-VL of about 4.6M parameters (every backend serves
+nothing to work with. The tiny player is a Qwen2-VL of 4.4M parameters (every backend serves
 it) taught by supervised fine-tuning to imitate the scripted agents
 (:mod:`agents.imitation`) in two stages:
 
