@@ -41,6 +41,7 @@ say that directly, and the build needs nothing beyond torch and transformers.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -116,11 +117,12 @@ def tiny_player_path(folder: Path = ASSET_DIR) -> Path:
     return folder
 
 
+@functools.cache
 def imitation_data(config: BuildConfig, stage: str) -> list[Example]:
-    """The examples of one stage of the build."""
-    seeds = np.random.default_rng(config.seed).integers(0, 2**31, size=9).tolist()
-    drills = [example for seed, task in zip(seeds, sorted(DRILL_PROMPTS), strict=False)
-              for example in vision_drills(task, config.drills_per_task, seed)]
+    """The examples of one stage of the build (made once per build: the tokenizer and the stages
+    share them)."""
+    seeds = _seeds(config)
+    drills = _drills(config)
     if stage == "seeing":
         return drills
     if stage == "playing":
@@ -131,6 +133,16 @@ def imitation_data(config: BuildConfig, stage: str) -> list[Example]:
     return (scripted_turns("spy", config.variety_spy_games, seeds[6], fallible)
             + scripted_turns("qa_duel", config.variety_spy_games // 4, seeds[7])
             + drills[:: max(1, len(drills) // config.variety_spy_games)])
+
+
+def _seeds(config: BuildConfig) -> list[int]:
+    return np.random.default_rng(config.seed).integers(0, 2**31, size=9).tolist()
+
+
+@functools.cache
+def _drills(config: BuildConfig) -> list[Example]:
+    return [example for seed, task in zip(_seeds(config), sorted(DRILL_PROMPTS), strict=False)
+            for example in vision_drills(task, config.drills_per_task, seed)]
 
 
 def build_tiny_player(out: Path, config: BuildConfig, device: str,
