@@ -92,10 +92,11 @@ class BuildConfig:
     learning_rate: float = 1e-3
     vision_learning_rate: float = 2e-3
     variety_spy_games: int = 800
+    variety_duel_games: int = 400
     spy_boldness: float = 0.5
     voter_accuracy: float = 0.6
-    variety_steps: int = 150
-    variety_batch_size: int = 16
+    variety_steps: int = 300
+    variety_batch_size: int = 32
     variety_learning_rate: float = 5e-4
 
 #: The stages of a build, in order.
@@ -131,7 +132,7 @@ def imitation_data(config: BuildConfig, stage: str) -> list[Example]:
                 + scripted_turns("qa_duel", config.duel_games, seeds[5]) + drills)
     fallible = {"boldness": config.spy_boldness, "vote_accuracy": config.voter_accuracy}
     return (scripted_turns("spy", config.variety_spy_games, seeds[6], fallible)
-            + scripted_turns("qa_duel", config.variety_spy_games // 4, seeds[7])
+            + scripted_turns("qa_duel", config.variety_duel_games, seeds[7])
             + drills[:: max(1, len(drills) // config.variety_spy_games)])
 
 
@@ -153,9 +154,10 @@ def build_tiny_player(out: Path, config: BuildConfig, device: str,
     from transformers import AutoProcessor, Qwen2VLForConditionalGeneration, set_seed
 
     set_seed(config.seed)
-    if device != "cpu":  # deterministic kernels (cuBLAS needs its workspace fixed before start)
+    if device != "cpu":  # deterministic kernels (cuBLAS needs its workspace fixed before start);
+        # strict, or SDPA's memory-efficient backward keeps its non-deterministic algorithm
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.use_deterministic_algorithms(True)
     record: dict[str, Any] = {"config": asdict(config), "torch": torch.__version__, "stages": []}
     if init is None:
         tokenizer = build_tokenizer([*CORPUS.splitlines(),
@@ -270,7 +272,7 @@ def _imitate(model: Any, processor: Any, examples: list[Example], config: BuildC
             max_grad_norm=1.0, use_cpu=device == "cpu",
             logging_steps=max(1, steps // 20), save_strategy="no", report_to="none",
             seed=config.seed, data_seed=config.seed, remove_unused_columns=False,
-            dataloader_num_workers=0 if device == "cpu" else 6,
+            dataloader_num_workers=0 if device == "cpu" else min(12, os.cpu_count() or 1),
             run_name=f"tiny-player-{stage}")
         trainer = Trainer(model=model, args=args, train_dataset=ImitationSet(examples, processor),
                           data_collator=lambda rows: collate(rows, pad_id),

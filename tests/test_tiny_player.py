@@ -50,4 +50,4 @@ def test_fallible_teachers_guess_and_give_bold_spy_clues():
     assert all(c.startswith("I only mention") for c in spy_clues(careful))
     assert all(c.startswith("I describe") for c in spy_clues(fallible))
     votes = [e.answer for e in fallible if e.task.endswith("decision")]
-    assert votes and all(v.startswith("I cannot tell who it is, so I guess.") for v in votes)
+    assert votes and all("cannot tell who it is, so I guess." in v for v in votes)

@@ -109,10 +109,11 @@ def vote(context: dict[str, Any], rng: random.Random) -> str:
 
 
 def guess(context: dict[str, Any], rng: random.Random) -> str:
-    """A vote for a random other player, without looking at the clues."""
+    """A vote for a random other player, without looking at the clues. It names the voter first,
+    which shows a player imitating it whose number to leave out."""
     voter = context["player"]
     suspect = rng.choice([p for p in range(1, context["num_players"] + 1) if p != voter])
-    return f"I cannot tell who it is, so I guess. \\boxed{{{suspect}}}"
+    return f"I am player {voter} and cannot tell who it is, so I guess. \\boxed{{{suspect}}}"
 
 
 class ScriptedSpyAgent(TextAgent):
