@@ -11,9 +11,12 @@ The model is small enough to load in about a second on a CPU, yet shaped so that
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+import time
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +31,8 @@ if TYPE_CHECKING:
 
 #: Bump the suffix whenever the model, tokenizer or processor built here changes.
 MODEL_NAME = "tiny-qwen2-vl-v1"
+#: What a built model folder holds; a cached folder missing any of them is not trusted.
+MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "processor_config.json")
 
 #: Qwen2-VL's special tokens, in Qwen's order.
 SPECIAL_TOKENS = (
@@ -116,11 +121,20 @@ def default_model_path(cache_dir: str | Path | None = None) -> Path:
         cache_dir = os.environ.get("ZEROPLAY_CACHE") or Path.home() / ".cache" / "zeroplay"
     path = Path(cache_dir).expanduser() / "models" / MODEL_NAME
     if path.is_dir():
-        return path
+        if is_complete(path):
+            return path
+        aside = path.with_name(f".{MODEL_NAME}.incomplete-{time.time_ns()}")
+        warnings.warn(f"{path} lacks some of {', '.join(MODEL_FILES)}: moved to {aside} and "
+                      f"built again", stacklevel=2)
+        with contextlib.suppress(FileNotFoundError):  # another process moved it first
+            path.rename(aside)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{MODEL_NAME}.", dir=path.parent))
     try:
         build_default_model(staging)
+        if not is_complete(staging):
+            raise RuntimeError(f"building the default model wrote no {', '.join(MODEL_FILES)} "
+                               f"(in {staging})")
         for item in staging.iterdir():  # transformers writes weights 0o600; let others read
             item.chmod(0o644)
         staging.chmod(0o755)  # and mkdtemp makes its folder 0o700
@@ -131,6 +145,12 @@ def default_model_path(cache_dir: str | Path | None = None) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+def is_complete(folder: Path) -> bool:
+    """Whether ``folder`` holds every file of a loadable model (:data:`MODEL_FILES`), none empty."""
+    return all((folder / name).is_file() and (folder / name).stat().st_size > 0
+               for name in MODEL_FILES)
 
 
 def build_default_model(path: Path, seed: int = 0) -> Path:
@@ -151,7 +171,8 @@ def build_default_model(path: Path, seed: int = 0) -> Path:
     model = Qwen2VLForConditionalGeneration(config).to(torch.bfloat16)
     model.generation_config = generation_config(tokenizer)
     path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
+    # every process writes: a rank other than 0 building the cache must write the weights too
+    model.save_pretrained(path, is_main_process=True)
     build_processor(tokenizer, MAX_PIXELS).save_pretrained(path)
     return path
 

@@ -12,7 +12,12 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from agents import default_model
-from agents.default_model import MODEL_NAME, build_default_model, default_model_path
+from agents.default_model import (
+    MODEL_FILES,
+    MODEL_NAME,
+    build_default_model,
+    default_model_path,
+)
 
 VLLM_HEAD_DIMS = {32, 64, 80, 96, 112, 128}
 
@@ -50,15 +55,46 @@ def test_lost_build_race_keeps_the_winner(tmp_path, monkeypatch):
     winner = tmp_path / "models" / MODEL_NAME
 
     def build_while_another_process_finishes(path: Path, seed: int = 0) -> Path:
-        (path / "mine").touch()
+        write_model_files(path, "mine")
         winner.mkdir()
-        (winner / "theirs").touch()
+        write_model_files(winner, "theirs")
         return path
 
     monkeypatch.setattr(default_model, "build_default_model", build_while_another_process_finishes)
     assert default_model_path(tmp_path) == winner
-    assert [p.name for p in winner.iterdir()] == ["theirs"]
+    assert (winner / "config.json").read_text() == "theirs"
     assert [p.name for p in winner.parent.iterdir()] == [MODEL_NAME]
+
+
+def write_model_files(folder: Path, text: str) -> None:
+    for name in MODEL_FILES:
+        (folder / name).write_text(text)
+
+
+def test_incomplete_cache_is_moved_aside_and_rebuilt(tmp_path, monkeypatch):
+    """A cached folder without weights (a build that wrote only the tokenizer) is not trusted."""
+    cached = tmp_path / "models" / MODEL_NAME
+    cached.mkdir(parents=True)
+    (cached / "tokenizer.json").write_text("{}")
+    monkeypatch.setattr(default_model, "build_default_model",
+                        lambda path, seed=0: write_model_files(path, "rebuilt"))
+    with pytest.warns(UserWarning, match="lacks some of config.json"):
+        assert default_model_path(tmp_path) == cached
+    assert (cached / "model.safetensors").read_text() == "rebuilt"
+    aside = [p for p in cached.parent.iterdir() if p.name != MODEL_NAME]
+    assert len(aside) == 1 and aside[0].name.startswith(f".{MODEL_NAME}.incomplete-")
+    assert [p.name for p in aside[0].iterdir()] == ["tokenizer.json"]  # kept, never deleted
+
+
+def test_a_build_that_writes_no_weights_is_an_error(tmp_path, monkeypatch):
+    def tokenizer_only(path: Path, seed: int = 0) -> Path:
+        (path / "tokenizer.json").write_text("{}")
+        return path
+
+    monkeypatch.setattr(default_model, "build_default_model", tokenizer_only)
+    with pytest.raises(RuntimeError, match="wrote no config.json"):
+        default_model_path(tmp_path)
+    assert list((tmp_path / "models").iterdir()) == []
 
 
 def test_failed_build_leaves_nothing(tmp_path, monkeypatch):
