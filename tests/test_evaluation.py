@@ -142,7 +142,9 @@ def test_train_py_evaluates_the_initial_and_final_policy_at_the_end(default_mode
                    "evaluation.parallel_games=2")
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "evaluation.json").read_text())
-    assert set(report["improvement"]) == SPY_METRICS and report["games"] == 2
+    # train.py's spy recipe votes with an observer (configs/recipe/spy.yaml): its return too
+    assert set(report["improvement"]) == SPY_METRICS | {"return_observer"}
+    assert report["games"] == 2
     assert all(change["pairs"] == 2 for change in report["improvement"].values())
     assert "head_to_head_spy_win_rate" in result.stdout + result.stderr  # the table is logged
     for override, message in [("evaluation.games=-1", "evaluation.games must be an integer >= 0"),

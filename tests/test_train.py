@@ -24,7 +24,9 @@ def train(run_dir: Path, model: Path, *overrides: str) -> subprocess.CompletedPr
 
 
 def test_spy_trains_checkpoints_and_resumes(default_model, tmp_path):
-    first = train(tmp_path, default_model, "trainer.max_steps=1")
+    # civilians' votes: 6 rows from 2 games, so that the resumed step has to play new games (the
+    # observer's 16 would last both steps)
+    first = train(tmp_path, default_model, "trainer.max_steps=1", "env.decision=civilians")
     assert first.returncode == 0, first.stderr[-3000:]
     checkpoint = tmp_path / "checkpoints" / "checkpoint-1"
     state = json.loads((checkpoint / "selfplay_state.json").read_text())
@@ -37,7 +39,7 @@ def test_spy_trains_checkpoints_and_resumes(default_model, tmp_path):
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert "selfplay/vote_accuracy" in first.stderr + first.stdout  # game stats are logged
     AutoModelForImageTextToText.from_pretrained(checkpoint)  # a loadable model
-    second = train(tmp_path, default_model, "trainer.max_steps=2")
+    second = train(tmp_path, default_model, "trainer.max_steps=2", "env.decision=civilians")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resuming from" in second.stderr + second.stdout
     resumed = json.loads((tmp_path / "checkpoints" / "checkpoint-2" / "selfplay_state.json")
