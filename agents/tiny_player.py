@@ -3,7 +3,7 @@
 The random default model (:mod:`agents.default_model`) makes no legal move, so self-play has
 nothing to work with. The tiny player is a Qwen2-VL of 4.4M parameters (every backend serves
 it) taught by supervised fine-tuning to imitate the scripted agents
-(:mod:`agents.imitation`) in two stages:
+(:mod:`agents.imitation`) in three stages:
 
 1. **seeing**: vision drills only — name the object of a one-object picture, name any object of a
    scene, list a scene's objects — with the vision tower learning faster than the rest;
