@@ -51,6 +51,28 @@ def test_greedy_is_deterministic_and_seeds_replay(default_model, spy_observation
     assert first.act(spy_observations) == second.act(spy_observations)
 
 
+def test_a_training_model_samples_as_in_eval_mode_and_stays_in_training(default_model,
+                                                                         spy_observations):
+    """A trainer's model is in train mode with gradient checkpointing, which turns the KV cache
+    off; sampling from it must give what the same model gives in eval mode (it once did not: the
+    images were dropped after the first token), and leave it in train mode."""
+    from transformers import AutoModelForImageTextToText
+
+    def sample(training: bool) -> list[Completion]:
+        model = AutoModelForImageTextToText.from_pretrained(default_model)
+        agent = TransformersAgent(default_model, SamplingConfig(max_tokens=12, seed=3),
+                                  model_object=model)
+        if training:
+            model.gradient_checkpointing_enable()
+            model.config.use_cache = False  # as TRL leaves it
+            model.train()
+        completions = agent.act(spy_observations)
+        assert model.training == training
+        return completions
+
+    assert [c.completion_ids for c in sample(True)] == [c.completion_ids for c in sample(False)]
+
+
 def test_observation_without_images(agent):
     [completion] = agent.act([{"prompt": "Say hello.", "images": (), "phase": "", "context": ""}])
     image_pad = agent.processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
