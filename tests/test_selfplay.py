@@ -3,6 +3,8 @@ fixed-text agents, no model."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 import envs
@@ -20,10 +22,11 @@ class Mute(TextAgent):
         return "hmm"
 
 
-def spy_selfplay(schedule) -> SelfPlay:
+def spy_selfplay(schedule, asynchronous: bool = False) -> SelfPlay:
     runner = RolloutRunner(lambda: envs.make("spy"), make_agent("scripted", game="spy", seed=0),
                            parallel_games=2)
-    return SelfPlay(runner, SpyRecipe(schedule, RoleBaselines()), games_per_round=2)
+    return SelfPlay(runner, SpyRecipe(schedule, RoleBaselines()), games_per_round=2,
+                    asynchronous=asynchronous)
 
 
 def test_stages_alternate_and_left_over_rows_wait_one_step_only():
@@ -66,3 +69,68 @@ def test_a_starved_duel_stage_is_skipped_and_a_starved_run_is_an_error():
                  rounds_per_stage=1)(100)
     with pytest.raises(ValueError, match="must alternate"):
         DuelRecipe(FixedAlternation())
+
+
+def rows_key(rows) -> list[tuple]:
+    return [(r.turn.game_id, r.turn.turn, r.turn.seat, r.policy_version) for r in rows]
+
+
+def test_asynchronous_play_is_one_step_off_and_its_pending_round_is_checkpointed(tmp_path):
+    from types import SimpleNamespace
+
+    from trainers.selfplay import PENDING_FILE, SaveSelfPlayState
+
+    selfplay = spy_selfplay(FixedAlternation(cycle=1), asynchronous=True)
+    rows = selfplay(4)  # decision: round 1 played now by policy 0; round 2 starts behind
+    assert {r.policy_version for r in rows} == {0} and selfplay.games_played == 2
+    assert selfplay.metrics["selfplay/policy_lag"] == 0.0
+    selfplay.wait_for_rollouts()
+    assert selfplay.games_played == 2  # played, not yet taken
+    rows = selfplay(4)  # clue, training policy 1: round 1's left-overs, round 2 joins the pool
+    assert selfplay.games_played == 4 and {r.policy_version for r in rows} == {0}
+    assert selfplay.metrics["selfplay/policy_lag"] == 1.0
+    # the checkpoint waits for round 3 (played by policy 1) and keeps it for the next step
+    SaveSelfPlayState(selfplay).on_save(SimpleNamespace(output_dir=str(tmp_path),
+                                                        process_index=0),
+                                        SimpleNamespace(global_step=2), None)
+    checkpoint = tmp_path / "checkpoint-2"
+    assert (checkpoint / PENDING_FILE).is_file()
+    resumed = spy_selfplay(FixedAlternation(cycle=1), asynchronous=True)
+    SaveSelfPlayState.load(resumed, checkpoint)
+    # decision, training policy 2: round 2's votes are two steps old; round 3's are taken
+    expected, got = selfplay(4), resumed(4)
+    assert rows_key(got) == rows_key(expected) and {r.policy_version for r in got} == {1}
+    assert [r.advantage for r in got] == [r.advantage for r in expected]
+    assert resumed.games_played == selfplay.games_played == 6
+
+
+def test_synchronous_play_trains_its_own_rounds_and_left_overs_one_step_old():
+    selfplay = spy_selfplay(FixedAlternation(cycle=1))
+    selfplay(4)
+    rows = selfplay(4)  # clue: the first round's clues, one step old
+    assert {r.policy_version for r in rows} == {0}
+    assert selfplay.metrics["selfplay/policy_lag"] == 1.0
+    rows = selfplay(4)  # decision: a new round by policy 2
+    assert {r.policy_version for r in rows} == {2}
+    assert selfplay.metrics["selfplay/policy_lag"] == 0.0
+
+
+class FailsInTheBackground(TextAgent):
+    """A model that answers in the main thread and fails in any other (as a server going away
+    during a background round would)."""
+
+    def answer(self, observation: dict) -> str:
+        if threading.current_thread() is not threading.main_thread():
+            raise ConnectionError("the model server went away")
+        return "\\boxed{a red cube}"
+
+
+def test_a_round_failing_in_the_background_fails_the_next_step():
+    runner = RolloutRunner(lambda: envs.make("spy"), FailsInTheBackground(), parallel_games=2)
+    selfplay = SelfPlay(runner, SpyRecipe(FixedAlternation(cycle=1), RoleBaselines()),
+                        games_per_round=2, asynchronous=True)
+    selfplay(2)
+    with pytest.raises(ConnectionError, match="went away"):
+        selfplay.wait_for_rollouts()
+    with pytest.raises(ConnectionError, match="went away"):
+        selfplay(2)

@@ -34,10 +34,12 @@ from trainers.advantages import RoleBaselines, group_normalize
 
 @dataclass(frozen=True)
 class TrainingRow:
-    """One turn to train on, and its advantage."""
+    """One turn to train on, its advantage, and the version of the policy that sampled it (the
+    optimizer steps its weights had taken)."""
 
     turn: TurnRecord
     advantage: float
+    policy_version: int = 0
 
 
 def spy_rows(results: list[GameResult],
