@@ -63,3 +63,43 @@ def test_engine_samples_the_trained_weights_after_a_step(engine, default_model,
     assert new.logprobs == pytest.approx(trainer_logprobs(
         model, processor, observation, new, excluded=engine.banned_ids), abs=0.05)
 
+
+
+def _gather_under_fsdp2(rank: int, model_folder: str, init_file: str, out_file: str) -> None:
+    """One of two processes: shard the model with FSDP2 over gloo, then gather it back."""
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    from trainers.weight_sync import merged_weights
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(model_folder, dtype=torch.float32)
+        for layer in model.model.language_model.layers:
+            fully_shard(layer)
+        fully_shard(model)
+        local = {name: p.to_local().numel() for name, p in model.named_parameters()}
+        with merged_weights(model) as weights:
+            gathered = {name: tensor.clone() for name, tensor in weights}
+        if rank == 0:
+            torch.save({"gathered": gathered, "local": local}, out_file)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sharded_weights_are_gathered_whole_for_the_push(default_model, tmp_path):
+    """Under FSDP2 every process holds half of each parameter; what the push reads is each whole
+    parameter under its own name, equal to the unsharded model's."""
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "gathered.pt"
+    mp.spawn(_gather_under_fsdp2, args=(str(default_model), str(tmp_path / "init"), str(out)),
+             nprocs=2)
+    saved = torch.load(out, weights_only=True)
+    reference = AutoModelForImageTextToText.from_pretrained(default_model, dtype=torch.float32)
+    expected = dict(reference.named_parameters())
+    assert saved["gathered"].keys() == expected.keys()
+    for name, tensor in saved["gathered"].items():
+        torch.testing.assert_close(tensor, expected[name].detach(), rtol=0, atol=0)
+    sharded = [n for n, size in saved["local"].items() if size < expected[n].numel()]
+    assert len(sharded) > len(expected) // 2  # the gather really had shards to gather
