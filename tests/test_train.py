@@ -1,16 +1,22 @@
 """`python train.py` with a tiny budget: both games train, checkpoint and resume; the vLLM backend
-with LoRA gets merged weights."""
+with LoRA gets merged weights; two "nodes" train one data-parallel run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 from safetensors import safe_open
 from transformers import AutoModelForImageTextToText
+
+from trainers.checkpoints import MARK, incomplete_reasons
 
 ROOT = Path(__file__).parent.parent
 
@@ -108,21 +114,85 @@ def test_every_config_group_option_composes_into_valid_settings():
                 LoraConfig(task_type="CAUSAL_LM", **OmegaConf.to_container(cfg.model.lora))
 
 
-def test_accelerate_launch_runs_two_data_parallel_processes(default_model, tmp_path):
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-               "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-               "--dynamo_backend", "no", "train.py", f"hydra.run.dir={tmp_path}",
-               f"model.path={default_model}", "selfplay.games_per_round=2",
-               "sampling.max_tokens=8", "trainer.per_device_train_batch_size=4",
-               "trainer.max_steps=2", "trainer.save_steps=2", "evaluation.games=2",
-               "evaluation.parallel_games=2"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                            env=os.environ.copy())
-    assert result.returncode == 0, result.stderr[-3000:]
-    checkpoint = tmp_path / "checkpoints" / "checkpoint-2"
+def free_port() -> int:
+    """A TCP port free on localhost now (for the main process's rendezvous)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_nodes(nodes: list[subprocess.Popen], timeout: float) -> list[int | None]:
+    """The nodes' exit codes, once all have ended, one has failed (the others would wait for it
+    in a collective until gloo's timeout) or ``timeout`` seconds have passed (None: running)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        codes = [node.poll() for node in nodes]
+        if None not in codes or any(codes):
+            return codes
+        time.sleep(1)
+    return [node.poll() for node in nodes]
+
+
+def kill_launch(launcher: subprocess.Popen) -> None:
+    """Kills an ``accelerate launch`` and every process under it (torch's elastic agent starts its
+    workers in sessions of their own: the launcher's process group does not hold them)."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        processes = [*psutil.Process(launcher.pid).children(recursive=True)]
+        launcher.kill()
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        psutil.wait_procs(processes, timeout=30)
+    launcher.wait()
+
+
+def test_two_nodes_train_one_data_parallel_run(default_model, tmp_path):
+    """Two "nodes" on this host, one process each: two ``accelerate launch`` commands with
+    ``configs/accelerate/multinode.yaml`` and ``--machine_rank 0|1`` meet at the main process's
+    address (localhost here) and train as one DDP run over gloo, as two machines would (README:
+    Training, Two nodes).
+
+    Both nodes get the same run folder, as on a cluster with a shared filesystem, and they need
+    it: every process writes into each checkpoint (its ``rng_state_<i>.pth``, its
+    ``selfplay_state_<i>.json`` and left-over rows), then rank 0 marks the folder complete with the
+    files it sees there (:mod:`trainers.checkpoints`); on resume every process picks the newest
+    complete checkpoint of its own ``checkpoints/`` and loads the model from it. With a folder per
+    node, rank 0's mark would leave out node 1's files, and a rerun hangs: node 0 resumes, node 1
+    finds no complete checkpoint and starts from scratch (tried)."""
+    run_dir, port = tmp_path / "run", free_port()
+    nodes: list[subprocess.Popen] = []
+    logs = [tmp_path / f"node_{rank}.log" for rank in (0, 1)]
+    try:
+        for rank, log_path in enumerate(logs):
+            command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                       "configs/accelerate/multinode.yaml", "--machine_rank", str(rank),
+                       "--num_processes", "2", "--main_process_ip", "127.0.0.1",
+                       "--main_process_port", str(port), "train.py", f"hydra.run.dir={run_dir}",
+                       f"model.path={default_model}", "selfplay.games_per_round=2",
+                       "sampling.max_tokens=8", "trainer.per_device_train_batch_size=4",
+                       "trainer.max_steps=2", "trainer.save_steps=2", "evaluation.games=2",
+                       "evaluation.parallel_games=2"]
+            with open(log_path, "w") as log_file:  # the child keeps its own descriptor
+                nodes.append(subprocess.Popen(command, cwd=ROOT, stdout=log_file,
+                                              stderr=subprocess.STDOUT, env=os.environ.copy()))
+        codes = wait_for_nodes(nodes, timeout=600)
+    finally:  # a node that failed or hangs takes the other down with it: nothing is left running
+        for node in nodes:
+            if node.poll() is None:
+                kill_launch(node)
+    outputs = [log_path.read_text() for log_path in logs]
+    assert codes == [0, 0], "\n".join(f"node {rank} (exit {codes[rank]}):\n{output[-3000:]}"
+                                      for rank, output in enumerate(outputs))
+    assert all(output.count("done:") == 1 for output in outputs)  # each node's process trained
+    checkpoint = run_dir / "checkpoints" / "checkpoint-2"
     assert {p.name for p in checkpoint.glob("rng_state_*.pth")} == {"rng_state_0.pth",
                                                                    "rng_state_1.pth"}
-    assert (result.stdout + result.stderr).count("done:") == 2  # both processes trained
-    assert json.loads((tmp_path / "evaluation.json").read_text())["games"] == 2  # rank 0's
-    state = json.loads((checkpoint / "selfplay_state.json").read_text())
-    assert state["recipe"]["schedule"]["steps_in_stage"] == 2
+    assert incomplete_reasons(checkpoint) == []  # marked by rank 0, node 1's files listed
+    marked = json.loads((checkpoint / MARK).read_text())["files"]
+    assert {"rng_state_1.pth", "selfplay_state_1.json", "selfplay_rows_1.pt"} <= set(marked)
+    states = [json.loads((checkpoint / name).read_text())
+              for name in ("selfplay_state.json", "selfplay_state_1.json")]
+    assert states[0]["recipe"]["schedule"]["steps_in_stage"] == 2
+    # the games' statistics are averaged across the nodes: both keep the same stage
+    assert states[0]["recipe"]["schedule"] == states[1]["recipe"]["schedule"]
+    assert json.loads((run_dir / "evaluation.json").read_text())["games"] == 2  # rank 0's
