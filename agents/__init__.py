@@ -37,6 +37,9 @@ def _model_agent(backend: str) -> Callable[..., Agent]:
         if backend == "vllm":
             from agents.vllm_agent import VLLMAgent
             return VLLMAgent(sampling=sampling, **options)
+        if backend == "vllm_server":
+            from agents.vllm_server_agent import VLLMServerAgent
+            return VLLMServerAgent(sampling=sampling, **options)
         from agents.openai_agent import OpenAIAgent
         return OpenAIAgent(sampling=sampling, **options)
 
@@ -48,7 +51,8 @@ def _model_agent(backend: str) -> Callable[..., Agent]:
 #: (``max_tokens``, ``temperature``, ``top_p``, ``seed``) and their own options.
 AGENTS: dict[str, Callable[..., Agent]] = {
     "random": _random, "scripted": _scripted, "transformers": _model_agent("transformers"),
-    "vllm": _model_agent("vllm"), "openai": _model_agent("openai")}
+    "vllm": _model_agent("vllm"), "openai": _model_agent("openai"),
+    "vllm_server": _model_agent("vllm_server")}
 
 
 def make_agent(name: str, *, game: str | None = None, **kwargs: Any) -> Agent:

@@ -40,25 +40,30 @@ log = logging.getLogger(__name__)
 
 class ServerError(RuntimeError):
     """The server is down, not ready, or refused a request; ``retryable`` if trying again
-    may help (no connection, a timeout, an overloaded or failing server)."""
+    may help (no connection, a timeout, an overloaded or failing server); ``status``: the HTTP
+    status of a refusal."""
 
-    def __init__(self, message: str, retryable: bool = False):
+    def __init__(self, message: str, retryable: bool = False, status: int | None = None):
         super().__init__(message)
-        self.retryable = retryable
+        self.retryable, self.status = retryable, status
 
 
 class OpenAIAgent(Agent):
     """Answers observations through ``POST {base_url}/chat/completions``. ``tokenizer`` (a
-    folder or hub id) is the served model's, whose special tokens are banned from sampling."""
+    folder or hub id) is the served model's, whose special tokens are banned from sampling;
+    ``request_options`` go into every request as they are (a server's own sampling fields, e.g.
+    vLLM's ``ignore_eos``, ``top_k`` or ``allowed_token_ids``)."""
 
     def __init__(self, base_url: str = "http://127.0.0.1:8000/v1", model: str | None = None,
                  sampling: SamplingConfig | None = None, api_key: str = "EMPTY",
                  timeout: float = 300.0, retries: int = 3, backoff: float = 0.5,
-                 concurrency: int = 64, tokenizer: str | Path | None = None):
+                 concurrency: int = 64, tokenizer: str | Path | None = None,
+                 request_options: dict[str, Any] | None = None):
         self.base_url = base_url.rstrip("/")
         self.sampling = sampling or SamplingConfig()
         self.api_key, self.timeout, self.retries, self.backoff = api_key, timeout, retries, backoff
         self.concurrency = concurrency
+        self.request_options = dict(request_options or {})
         self.seeds = RequestSeeds(self.sampling.seed)
         self.model = model
         self.served_root: str | None = None  # the model's folder or hub id, as the server says
@@ -67,19 +72,25 @@ class OpenAIAgent(Agent):
     def wait_until_ready(self, timeout: float = 120.0, poll: float = 1.0) -> list[str]:
         """Poll ``GET /models`` until the server answers; the served model names. The first
         served model becomes the default ``model``. Raises :class:`ServerError` on timeout."""
+        served = self._served_models(self.base_url, timeout, poll)
+        models = [m["id"] for m in served]
+        self.model = self.model or models[0]
+        self.served_root = next((m.get("root") for m in served if m["id"] == self.model), None)
+        return models
+
+    def _served_models(self, base_url: str, timeout: float, poll: float) -> list[dict[str, Any]]:
+        """``GET {base_url}/models``, polled until it answers: the served models' records."""
         deadline, last_error = time.monotonic() + timeout, ""
         while True:
             try:
-                served = self._request("GET", "/models", None, 10.0)["data"]
-                models = [m["id"] for m in served]
-                self.model = self.model or models[0]
-                self.served_root = next((m.get("root") for m in served if m["id"] == self.model),
-                                        None)
-                return models
-            except (urllib.error.URLError, OSError, ServerError, KeyError) as error:
+                served = self._request("GET", "/models", None, 10.0, base_url)["data"]
+                if served and all("id" in m for m in served):
+                    return served
+                last_error = f"no served model in {served}"
+            except (urllib.error.URLError, OSError, ServerError, KeyError, TypeError) as error:
                 last_error = str(error)
             if time.monotonic() > deadline:
-                raise ServerError(f"no OpenAI-compatible server ready at {self.base_url} after "
+                raise ServerError(f"no OpenAI-compatible server ready at {base_url} after "
                                   f"{timeout:.0f} s (last error: {last_error}); start one, e.g. "
                                   f"`vllm serve <model> --port 8000`")
             time.sleep(poll)
@@ -98,15 +109,21 @@ class OpenAIAgent(Agent):
         seeds = self.seeds.take(len(observations))
         with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency,
                                                        len(observations)))) as pool:
-            return list(pool.map(self._complete, observations, seeds, [n] * len(seeds)))
+            return list(pool.map(self._complete, observations, seeds, [n] * len(seeds),
+                                 self._request_urls(len(seeds))))
 
-    def _complete(self, observation: dict[str, Any], seed: int | None,
-                  n: int) -> list[Completion]:
+    def _request_urls(self, count: int) -> list[str]:
+        """The server each of ``count`` requests goes to: this agent's one server."""
+        return [self.base_url] * count
+
+    def _complete(self, observation: dict[str, Any], seed: int | None, n: int,
+                  base_url: str) -> list[Completion]:
         content: list[dict[str, Any]] = [
             {"type": "image_url", "image_url": {"url": _data_url(image)}}
             for image in pil_images(observation)]
         content.append({"type": "text", "text": observation["prompt"]})
-        body = {"model": self.model, "messages": [{"role": "user", "content": content}], "n": n,
+        body = {**self.request_options,
+                "model": self.model, "messages": [{"role": "user", "content": content}], "n": n,
                 "max_completion_tokens": self.sampling.max_tokens,
                 "temperature": self.sampling.temperature, "top_p": self.sampling.top_p,
                 "logprobs": True, "top_logprobs": 0, "return_token_ids": True}
@@ -114,7 +131,7 @@ class OpenAIAgent(Agent):
             body["seed"] = seed
         if self.logit_bias:
             body["logit_bias"] = self.logit_bias
-        answer = self._with_retries(body)
+        answer = self._with_retries(body, base_url)
         try:
             return [Completion(
                 text=choice["message"].get("content") or "",
@@ -123,7 +140,7 @@ class OpenAIAgent(Agent):
                           (choice.get("logprobs") or {}).get("content") or []] or None)
                 for choice in sorted(answer["choices"], key=lambda c: c.get("index", 0))]
         except (KeyError, TypeError, AttributeError) as error:
-            raise ServerError(f"{self.base_url}/chat/completions answered without the expected "
+            raise ServerError(f"{base_url}/chat/completions answered without the expected "
                               f"fields ({error!r}): {str(answer)[:300]}") from None
 
     def _ban_from_served_root(self) -> dict[str, float]:
@@ -140,39 +157,41 @@ class OpenAIAgent(Agent):
                     "folder or hub id> to ban them", self.model, reason)
         return {}
 
-    def _with_retries(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _with_retries(self, body: dict[str, Any], base_url: str) -> dict[str, Any]:
         attempt = 0
         while True:
             try:
-                return self._request("POST", "/chat/completions", body, self.timeout)
+                return self._request("POST", "/chat/completions", body, self.timeout, base_url)
             except ServerError as error:
                 if not error.retryable or attempt == self.retries:
                     raise
             time.sleep(self.backoff * 2**attempt)
             attempt += 1
 
-    def _request(self, method: str, path: str, body: dict[str, Any] | None,
-                 timeout: float) -> dict[str, Any]:
+    def _request(self, method: str, path: str, body: dict[str, Any] | None, timeout: float,
+                 base_url: str | None = None) -> dict[str, Any]:
+        """``method`` on ``{base_url}{path}`` (this agent's server by default): the JSON answer,
+        ``{}`` for an empty one."""
+        url = (base_url or self.base_url) + path
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
-            self.base_url + path, data=data, method=method,
+            url, data=data, method=method,
             headers={"Content-Type": "application/json",
                      "Authorization": f"Bearer {self.api_key}"})
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
-                return json.loads(response.read())
+                answer = response.read()
+                return json.loads(answer) if answer else {}
         except urllib.error.HTTPError as error:
             detail = error.read().decode(errors="replace")[:500]
-            raise ServerError(f"{method} {self.base_url}{path} answered {error.code}: {detail}",
-                              retryable=error.code in _RETRIED_STATUS) from None
+            raise ServerError(f"{method} {url} answered {error.code}: {detail}",
+                              retryable=error.code in _RETRIED_STATUS, status=error.code) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
             reason = getattr(error, "reason", error)
-            raise ServerError(f"cannot reach {self.base_url}{path}: {reason} (is the server "
-                              f"running? e.g. `vllm serve <model> --port 8000`)",
-                              retryable=True) from None
+            raise ServerError(f"cannot reach {url}: {reason} (is the server running? e.g. "
+                              f"`vllm serve <model> --port 8000`)", retryable=True) from None
         except json.JSONDecodeError as error:
-            raise ServerError(f"{method} {self.base_url}{path} did not answer JSON: "
-                              f"{error}") from None
+            raise ServerError(f"{method} {url} did not answer JSON: {error}") from None
 
 
 def _load_tokenizer(source: str | Path) -> Any:

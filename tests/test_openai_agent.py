@@ -76,6 +76,14 @@ def test_completion_fields_and_request(fake_server):
     assert body["max_completion_tokens"] == 4 and isinstance(body["seed"], int)
 
 
+def test_request_options_go_into_every_request_under_the_agents_own_fields(fake_server):
+    agent_for(fake_server, request_options={"ignore_eos": True, "top_k": 5, "n": 9}).sample(
+        [OBSERVATION], 2)
+    body = fake_server.bodies[0]
+    assert body["ignore_eos"] is True and body["top_k"] == 5
+    assert body["n"] == 2  # the agent's own field wins
+
+
 def test_several_samples_are_one_request(fake_server):
     [group] = agent_for(fake_server).sample([OBSERVATION], 3)
     assert [c.text for c in group] == ["\\boxed{A}", "\\boxed{B}", "\\boxed{C}"]

