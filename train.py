@@ -117,7 +117,8 @@ def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
         evaluation_settings(cfg)
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    check_sharded_training(sharding_from_launcher(os.environ), cfg.agent.name, cfg.model.lora)
+    sharding = sharding_from_launcher(os.environ)
+    check_sharded_training(sharding, cfg.agent.name, cfg.model.lora)
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor, set_seed
     from trl import GRPOConfig
@@ -135,6 +136,10 @@ def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
                           **OmegaConf.to_container(cfg.trainer, resolve=True))
     except ValueError as error:  # TRL's checks across fields
         raise ConfigError(f"trainer: {error}") from None
+    if sharding and args.distributed_state.distributed_type.name not in ("FSDP", "DEEPSPEED"):
+        raise ConfigError(f"the launch asks for {sharding}, which accelerate runs on GPUs only "
+                          f"(here it would start unsharded, unconnected processes): use "
+                          f"configs/accelerate/ddp.yaml on a CPU")
     rank = args.process_index  # each data-parallel process plays its own games
     set_seed(cfg.seed + rank)
 

@@ -212,11 +212,12 @@ def test_importing_train_imports_nothing_heavy():
     assert result.stdout.strip() == "[]"
 
 
-def run_train(run_dir: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, float]:
+def run_train(run_dir: Path, *overrides: str,
+              env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, float]:
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "train.py", f"hydra.run.dir={run_dir}", *overrides],
                             cwd=ROOT, capture_output=True, text=True, timeout=600,
-                            env=os.environ.copy())
+                            env=os.environ | (env or {}))
     return result, time.perf_counter() - started
 
 
@@ -236,6 +237,15 @@ def test_train_py_refuses_a_bad_value_in_one_line_before_importing_torch(tmp_pat
     assert seconds < 10  # torch and transformers alone take longer to import
     assert f"config error: {result.stderr.strip()[len('error: '):]}" in (
         tmp_path / "train.log").read_text()
+
+
+def test_a_sharded_launch_on_a_cpu_is_refused_not_run_unsharded(tmp_path):
+    """accelerate starts FSDP on a CPU as unconnected, unsharded processes; train.py says so."""
+    result, _ = run_train(tmp_path, "agent=vllm",
+                          env={"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"})
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: the launch asks for fsdp, which accelerate runs on GPUs only")
 
 
 def test_hydra_itself_refuses_an_unknown_key_and_says_how_to_add_one(tmp_path):
