@@ -38,7 +38,6 @@ import envs
 from agents.base import Agent
 from agents.model import SamplingConfig, model_path
 from agents.rollout import RolloutRunner
-from trainers.advantages import RoleBaselines
 from trainers.config_checks import (
     ConfigError,
     check_sharded_training,
@@ -46,34 +45,15 @@ from trainers.config_checks import (
     sharding_from_launcher,
 )
 from trainers.evaluation import evaluate_training, evaluation_settings
-from trainers.schedules import FixedAlternation, IterativeSPO
 
 if TYPE_CHECKING:  # torch, transformers and TRL are imported once the config is checked
 
     from trainers.grpo import TrajectoryGRPOTrainer
-    from trainers.selfplay import Recipe, SelfPlay
+    from trainers.selfplay import SelfPlay
 
 log = logging.getLogger(__name__)
 CONFIG_FILE = Path(__file__).parent / "configs" / "train.yaml"
-RECIPE_GAMES = ("spy", "qa_duel")  # the games make_recipe trains
 POLICY_AGENTS = ("transformers", "vllm", "vllm_server")  # the backends make_policy plays with
-
-
-def make_recipe(env_name: str, selfplay: DictConfig) -> Recipe:
-    """The training recipe of a game, from the ``selfplay`` config."""
-    from trainers.selfplay import DuelRecipe, SpyRecipe
-
-    if env_name == "spy":
-        if selfplay.schedule not in ("paper", "alternate"):
-            raise ValueError(f"selfplay.schedule must be 'paper' or 'alternate', "
-                             f"got {selfplay.schedule!r}")
-        schedule = (IterativeSPO(min_steps=selfplay.min_steps, **selfplay.switch)
-                    if selfplay.schedule == "paper" else FixedAlternation(cycle=selfplay.cycle))
-        return SpyRecipe(schedule, RoleBaselines(decay=selfplay.baseline_decay))
-    if env_name == "qa_duel":
-        schedule = FixedAlternation(cycle=selfplay.cycle, stages=("question", "answer"))
-        return DuelRecipe(schedule, repeats=selfplay.questions_per_image)
-    raise ValueError(f"train.py has training recipes for 'spy' and 'qa_duel', not {env_name!r}")
 
 
 def make_policy(agent: DictConfig, path: str, model: Any, processor: Any,
@@ -112,7 +92,7 @@ def make_policy(agent: DictConfig, path: str, model: Any, processor: Any,
 def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
     """The trainer and its self-play row source for a resolved ``train.yaml`` config, checked
     first: a bad value is a one-line :class:`ConfigError`, before anything heavy is imported."""
-    check_train_config(cfg, config_file=CONFIG_FILE, recipes=RECIPE_GAMES, agents=POLICY_AGENTS)
+    check_train_config(cfg, config_file=CONFIG_FILE, agents=POLICY_AGENTS)
     try:  # checked now, used once training is over
         evaluation_settings(cfg)
     except ValueError as error:
@@ -125,12 +105,14 @@ def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
 
     from trainers.grpo import TrajectoryGRPOTrainer
     from trainers.log_metrics import LogMetrics
+    from trainers.recipes import make_recipe
     from trainers.selfplay import SaveSelfPlayState, SelfPlay
     from trainers.weight_sync import SyncRolloutWeights
 
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out / "tensorboard"))
     env_options = OmegaConf.to_container(cfg.env, resolve=True)
-    recipe = make_recipe(env_options["name"], cfg.selfplay)
+    recipe = make_recipe(envs.resolve(env_options["name"]),
+                         OmegaConf.to_container(cfg.selfplay, resolve=True))
     try:
         args = GRPOConfig(output_dir=str(out / "checkpoints"), seed=cfg.seed,
                           **OmegaConf.to_container(cfg.trainer, resolve=True))

@@ -6,7 +6,9 @@
 ['qa_duel', 'spy']
 
 An entry point is a :class:`games.core.Game` subclass or a ``"module:Class"`` string imported on
-first use, so registering costs nothing. Defaults given to ``register`` are overridden by the
+first use, so registering costs nothing. As in Gymnasium, an environment id ``"module:name"``
+imports ``module`` first (which registers ``name``), so that a game in a user's own package needs
+no import by hand: ``make("my_games:count")``. Defaults given to ``register`` are overridden by the
 keywords of ``make``; keywords the game's config does not have are refused with the list of
 those it has.
 """
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,11 +71,30 @@ def register(name: str, entry_point: type[Game] | str, *, replace: bool = False,
 
 
 def spec(name: str) -> EnvSpec:
-    """The registration of ``name``; unknown names raise a ``KeyError`` listing the known ones."""
+    """The registration of ``name`` (or ``"module:name"``, the module imported first); unknown
+    names raise a ``KeyError`` listing the known ones."""
+    registered_name = resolve(name)
     try:
-        return _REGISTRY[name]
+        return _REGISTRY[registered_name]
     except KeyError:
         raise KeyError(f"unknown environment {name!r}; registered: {registered()}") from None
+
+
+def resolve(name: str) -> str:
+    """The registered name of an environment id: ``"module:name"`` imports ``module`` (which
+    registers ``name``; looked up on the Python path, then in the current folder) and gives
+    ``name``; a plain name is itself."""
+    if not isinstance(name, str) or ":" not in name:
+        return name
+    module_name, _, registered_name = name.partition(":")
+    if os.getcwd() not in sys.path:  # a user's game beside their config, as in Gymnasium's ids
+        sys.path.append(os.getcwd())
+    try:
+        importlib.import_module(module_name)
+    except ImportError as error:
+        raise KeyError(f"environment {name!r}: cannot import module {module_name!r} ({error}); "
+                       f"is its folder on the Python path?") from error
+    return registered_name
 
 
 def registered() -> list[str]:
@@ -82,7 +105,7 @@ def registered() -> list[str]:
 def make(name: str, **overrides: Any) -> GameEnv:
     """A new environment for ``name``: registered defaults updated with ``overrides``."""
     game_class, config, env_options = configure(name, **overrides)
-    return GameEnv(game_class, config, name=name, **env_options)
+    return GameEnv(game_class, config, name=resolve(name), **env_options)
 
 
 def configure(name: str, **overrides: Any) -> tuple[type[Game], Any, dict[str, Any]]:

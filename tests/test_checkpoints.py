@@ -27,7 +27,8 @@ from agents.rollout import RolloutRunner
 from trainers.advantages import RoleBaselines
 from trainers.checkpoints import MARK, MarkComplete, incomplete_reasons, newest_complete_checkpoint
 from trainers.schedules import FixedAlternation
-from trainers.selfplay import ROWS_FILE, STATE_FILE, SaveSelfPlayState, SelfPlay, SpyRecipe
+from trainers.recipes import SpyRecipe
+from trainers.selfplay import ROWS_FILE, STATE_FILE, SaveSelfPlayState, SelfPlay
 
 ROOT = Path(__file__).parent.parent
 FILES = {"model.safetensors": b"w" * 100, "optimizer.pt": b"o" * 50,

@@ -28,7 +28,7 @@ def config(*overrides: str):
 
 def check(*overrides: str) -> None:
     check_train_config(config(*overrides), config_file=train.CONFIG_FILE,
-                       recipes=train.RECIPE_GAMES, agents=train.POLICY_AGENTS)
+                       agents=train.POLICY_AGENTS)
 
 
 def refused(*overrides: str) -> str:
@@ -173,8 +173,11 @@ def test_grpo_fields_are_read_from_the_installed_trl_without_importing_it():
     ("agent=vllm_server agent.chunk_mb=0", "agent.chunk_mb must be an integer >= 1, got 0"),
     ("agent.batch_size=0", "agent.batch_size must be an integer >= 1, got 0"),
     ("agent=vllm agent.enforce_eager=yes", "agent.enforce_eager must be true or false, got 'yes'"),
-    ("env.name=chess", "env.name must be one of ['spy', 'qa_duel'] (train.py has training "
-                       "recipes for 'spy' and 'qa_duel'), got 'chess'"),
+    ("env.name=chess", "env.name must be a registered environment ['qa_duel', 'spy'] or "
+                       "'module:name' (the module registers name), got 'chess'"),
+    ("env.name=no_such_module:chess", "env.name: environment 'no_such_module:chess': cannot "
+                                      "import module 'no_such_module'"),
+    ("selfplay.repeats=0", "selfplay.repeats must be an integer >= 1, got 0"),
     ("env.num_players=abc", "env.num_players must be an integer >= 3, got 'abc'"),
     ("env.num_spies=3", "env.num_spies=3 leaves fewer than 2 civilians among num_players=4"),
     ("+env.foo=1", "env: unknown option(s) ['foo'] for environment 'spy'"),

@@ -12,7 +12,8 @@ from agents import TextAgent, make_agent
 from agents.rollout import RolloutRunner
 from trainers.advantages import RoleBaselines
 from trainers.schedules import FixedAlternation, IterativeSPO
-from trainers.selfplay import DuelRecipe, SelfPlay, SpyRecipe
+from trainers.recipes import DuelRecipe, SpyRecipe
+from trainers.selfplay import SelfPlay
 
 
 class Mute(TextAgent):

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from agents.model import EMBEDDED_MODELS, SamplingConfig
-from envs.registry import configure, registered
+from envs.registry import configure, registered, resolve
 from games.checks import check_choice, check_int, check_number
 from trainers.grpo_fields import grpo_config_fields
 from trainers.schedules import IterativeSPO
@@ -68,18 +68,16 @@ TRAINER_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
 AGENT_COUNTS = ("batch_size", "max_model_len", "max_images", "chunk_mb", "group_port")
 AGENT_FLAGS = ("enforce_eager", "sleep")
 SELFPLAY_KEYS = ("games_per_round", "schedule", "min_steps", "switch", "cycle", "baseline_decay",
-                 "questions_per_image", "asynchronous")
+                 "questions_per_image", "repeats", "asynchronous")
 #: The backends that play on other GPUs or machines, so that games can go on during an update.
 REMOTE_AGENTS = ("vllm_server",)
 #: Iterative-SPO's moving-average rate and thresholds (``selfplay.switch``).
 SWITCH_KEYS = ("rho", "to_clue_accuracy", "to_clue_na", "to_decision_error", "to_decision_na")
 
 
-def check_train_config(cfg: DictConfig, *, config_file: Path, recipes: Collection[str],
-                       agents: Collection[str]) -> None:
+def check_train_config(cfg: DictConfig, *, config_file: Path, agents: Collection[str]) -> None:
     """Raise a :class:`ConfigError` for the first bad value of ``cfg``, composed from
-    ``config_file``; ``recipes`` are the games train.py trains, ``agents`` the backends it plays
-    with."""
+    ``config_file``; ``agents`` are the backends train.py plays with."""
     try:
         options = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as error:
@@ -91,7 +89,7 @@ def check_train_config(cfg: DictConfig, *, config_file: Path, recipes: Collectio
     check_selfplay(options["selfplay"])
     check_sampling(options["sampling"])
     check_agent(options["agent"], agents)
-    check_env(options["env"], recipes)
+    check_env(options["env"])
     if options["selfplay"]["asynchronous"] and options["agent"]["name"] not in REMOTE_AGENTS:
         raise ConfigError(f"selfplay.asynchronous plays the next games during the update, which "
                           f"needs a policy served elsewhere (agent={REMOTE_AGENTS[0]}), not "
@@ -178,6 +176,7 @@ def check_selfplay(selfplay: dict[str, Any]) -> None:
     _construct("selfplay.switch", IterativeSPO, switch)
     check_int_value("selfplay.cycle", selfplay["cycle"], 1)
     check_int_value("selfplay.questions_per_image", selfplay["questions_per_image"], 1)
+    check_int_value("selfplay.repeats", selfplay["repeats"], 1)
     if not isinstance(selfplay["asynchronous"], bool):
         raise ConfigError(f"selfplay.asynchronous must be true or false, got "
                           f"{selfplay['asynchronous']!r}")
@@ -217,15 +216,18 @@ def check_agent(agent: dict[str, Any], agents: Collection[str]) -> None:
             raise ConfigError(f"agent.{error}") from None
 
 
-def check_env(env: dict[str, Any], recipes: Collection[str]) -> None:
-    """The game (registered, with a recipe in train.py) and its options (the game's config)."""
+def check_env(env: dict[str, Any]) -> None:
+    """The game (a registered name, or ``module:name`` whose module registers it) and its
+    options (the game's config)."""
     options = dict(env)
     name = options.pop("name", None)
-    trainable = [game for game in recipes if game in registered()]
-    if name not in trainable:
-        names = " and ".join(repr(game) for game in recipes)
-        raise ConfigError(f"env.name must be one of {trainable} (train.py has training recipes "
-                          f"for {names}), got {name!r}")
+    try:
+        registered_name = resolve(name)
+    except KeyError as error:
+        raise ConfigError(f"env.name: {error.args[0]}") from None
+    if registered_name not in registered():
+        raise ConfigError(f"env.name must be a registered environment {registered()} or "
+                          f"'module:name' (the module registers name), got {name!r}")
     _construct("env", lambda **given: configure(name, **given), options)
 
 

@@ -4,16 +4,8 @@ the next GRPO step.
 :class:`SelfPlay` plays rounds of ``games_per_round`` games through a rollout runner whenever the
 trainer asks for rows, and keeps what a resumed run needs to continue exactly (games played, the
 recipe's state, the rows left over for the next step, the playing agents' per-request sampling
-seeds; :class:`SaveSelfPlayState` writes them into every checkpoint). A *recipe* holds what is
-particular to a game's training:
-
-- :class:`SpyRecipe` — Who Is the Spy (Vision-Zero): the Iterative-SPO stage machine (or the
-  released code's fixed alternation) moved by each round's vote accuracy and N/A rate, and the role
-  baselines of the clue stage (:func:`trainers.rows.spy_rows`).
-- :class:`DuelRecipe` — the QA duel (V-Zero): ``cycle`` steps of the questioner, then ``cycle`` of
-  the solver; each image is played ``repeats`` times so that its questions form a GRPO group
-  (:func:`trainers.rows.qa_duel_rows`). One policy plays both seats (self-play); V-Zero proper
-  keeps two models, which this does not.
+seeds; :class:`SaveSelfPlayState` writes them into every checkpoint). The game's *recipe*
+(:mod:`trainers.recipes`) says which stage trains and how games become rows.
 
 Every round's games give rows for every stage; those the step does not take wait for the next
 step and no longer. Each row carries the version of the policy that sampled it (the optimizer
@@ -43,7 +35,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,103 +47,14 @@ from agents.rollout import RolloutRunner
 from agents.trajectory import GameResult, TurnRecord
 from envs import GameEnv
 from envs.render import save_replay
-from trainers.advantages import RoleBaselines
-from trainers.rows import TrainingRow, qa_duel_rows, spy_rows
-from trainers.schedules import FixedAlternation, IterativeSPO
+from trainers.recipes import Recipe
+from trainers.rows import TrainingRow
 
 log = logging.getLogger(__name__)
 STATE_FILE = "selfplay_state.json"
 ROWS_FILE = "selfplay_rows.pt"
 PENDING_FILE = "selfplay_pending_rows.pt"
 MAX_POLICY_LAG = 1  # rows sampled more optimizer steps ago than this are not trained
-
-
-class Recipe(Protocol):
-    """A game's training: its stages, how finished games become rows, what moves the stage."""
-
-    stages: tuple[str, ...]
-    repeats: int
-
-    @property
-    def stage(self) -> str: ...
-
-    def rows(self, results: list[GameResult]) -> dict[str, list[TrainingRow]]: ...
-
-    def observe(self, statistics: dict[str, float]) -> None: ...
-
-    def skip(self) -> None: ...
-
-    def state_dict(self) -> dict[str, Any]: ...
-
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-@dataclass
-class SpyRecipe:
-    """Vision-Zero's training of Who Is the Spy (see the module docstring)."""
-
-    schedule: IterativeSPO | FixedAlternation
-    baselines: RoleBaselines
-    stages: tuple[str, ...] = ("decision", "clue")
-    repeats: int = 1
-
-    @property
-    def stage(self) -> str:
-        return self.schedule.stage
-
-    def rows(self, results: list[GameResult]) -> dict[str, list[TrainingRow]]:
-        return spy_rows(results, self.baselines)
-
-    def observe(self, statistics: dict[str, float]) -> None:
-        self.schedule.update(statistics["vote_accuracy"], statistics["na_rate"])
-
-    def skip(self) -> None:
-        raise RuntimeError("every spy game has clue and vote turns: a stage without rows means "
-                           "no game finished")
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"schedule": self.schedule.state_dict(), "baselines": self.baselines.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.schedule.load_state_dict(state["schedule"])
-        self.baselines.load_state_dict(state["baselines"])
-
-
-@dataclass
-class DuelRecipe:
-    """V-Zero's Questioner/Solver iterations on one shared policy (see the module docstring).
-    When no question lands in the difficulty band, the solver has nothing to learn from and its
-    stage is skipped."""
-
-    schedule: FixedAlternation
-    repeats: int = 4
-    stages: tuple[str, ...] = ("question", "answer")
-
-    def __post_init__(self) -> None:
-        if tuple(self.schedule.stages) != self.stages:
-            raise ValueError(f"the duel's schedule must alternate {self.stages}, "
-                             f"not {self.schedule.stages}")
-        if self.repeats < 1:
-            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
-
-    @property
-    def stage(self) -> str:
-        return self.schedule.stage
-
-    def rows(self, results: list[GameResult]) -> dict[str, list[TrainingRow]]:
-        return qa_duel_rows(results)
-
-    def observe(self, statistics: dict[str, float]) -> None:
-        self.schedule.update()
-
-    def skip(self) -> None:
-        self.schedule.skip()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"schedule": self.schedule.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.schedule.load_state_dict(state["schedule"])
 
 
 @dataclass

@@ -1,0 +1,194 @@
+"""Training recipes: what is particular to one game's training, found by the game's name.
+
+A recipe says which stages a game trains (only the active stage's rows get gradients), how many
+times each seed is played (``repeats``: the plays of one seed form GRPO groups), how finished
+games become training rows with advantages, and what moves the stage. ``make_recipe(game,
+selfplay)`` builds the one registered for a game, with the ``selfplay`` options of ``train.yaml``,
+or the default :class:`GroupRecipe`, so that any game whose moves carry rewards trains with no
+training code of its own:
+
+- :class:`GroupRecipe` (the default): one stage; each seed played ``repeats`` times; every turn of
+  every seat trained, its advantage its reward normalised within the turns of the same seat over
+  the plays of one seed (GRPO's group).
+- :class:`SpyRecipe` (``spy``, Vision-Zero): the Iterative-SPO stage machine (or the released
+  code's fixed alternation) moved by each round's vote accuracy and N/A rate, and the role
+  baselines of the clue stage (:func:`trainers.rows.spy_rows`).
+- :class:`DuelRecipe` (``qa_duel``, V-Zero): ``cycle`` steps of the questioner, then ``cycle`` of
+  the solver; each image is played ``repeats`` times so that its questions form a GRPO group
+  (:func:`trainers.rows.qa_duel_rows`). One policy plays both seats (self-play); V-Zero proper
+  keeps two models, which this does not.
+
+A game of one's own registers its recipe beside its environment::
+
+    from trainers.recipes import register_recipe
+    register_recipe("count", lambda selfplay: GroupRecipe(repeats=8))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from agents.trajectory import GameResult
+from trainers.advantages import RoleBaselines, group_normalize
+from trainers.rows import TrainingRow, qa_duel_rows, spy_rows
+from trainers.schedules import FixedAlternation, IterativeSPO
+
+
+class Recipe(Protocol):
+    """A game's training: its stages, how finished games become rows, what moves the stage."""
+
+    stages: tuple[str, ...]
+    repeats: int
+
+    @property
+    def stage(self) -> str: ...
+
+    def rows(self, results: list[GameResult]) -> dict[str, list[TrainingRow]]: ...
+
+    def observe(self, statistics: dict[str, float]) -> None: ...
+
+    def skip(self) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class SpyRecipe:
+    """Vision-Zero's training of Who Is the Spy (see the module docstring)."""
+
+    schedule: IterativeSPO | FixedAlternation
+    baselines: RoleBaselines
+    stages: tuple[str, ...] = ("decision", "clue")
+    repeats: int = 1
+
+    @property
+    def stage(self) -> str:
+        return self.schedule.stage
+
+    def rows(self, results: list[GameResult]) -> dict[str, list[TrainingRow]]:
+        return spy_rows(results, self.baselines)
+
+    def observe(self, statistics: dict[str, float]) -> None:
+        self.schedule.update(statistics["vote_accuracy"], statistics["na_rate"])
+
+    def skip(self) -> None:
+        raise RuntimeError("every spy game has clue and vote turns: a stage without rows means "
+                           "no game finished")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"schedule": self.schedule.state_dict(), "baselines": self.baselines.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.schedule.load_state_dict(state["schedule"])
+        self.baselines.load_state_dict(state["baselines"])
+
+
+@dataclass
+class DuelRecipe:
+    """V-Zero's Questioner/Solver iterations on one shared policy (see the module docstring).
+    When no question lands in the difficulty band, the solver has nothing to learn from and its
+    stage is skipped."""
+
+    schedule: FixedAlternation
+    repeats: int = 4
+    stages: tuple[str, ...] = ("question", "answer")
+
+    def __post_init__(self) -> None:
+        if tuple(self.schedule.stages) != self.stages:
+            raise ValueError(f"the duel's schedule must alternate {self.stages}, "
+                             f"not {self.schedule.stages}")
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+
+    @property
+    def stage(self) -> str:
+        return self.schedule.stage
+
+    def rows(self, results: list[GameResult]) -> dict[str, list[TrainingRow]]:
+        return qa_duel_rows(results)
+
+    def observe(self, statistics: dict[str, float]) -> None:
+        self.schedule.update()
+
+    def skip(self) -> None:
+        self.schedule.skip()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"schedule": self.schedule.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.schedule.load_state_dict(state["schedule"])
+
+
+@dataclass
+class GroupRecipe:
+    """Any game's training (see the module docstring): one stage, every turn a model played."""
+
+    repeats: int = 4
+    stages: tuple[str, ...] = ("play",)
+    stage: str = field(default="play", init=False)
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+
+    def rows(self, results: list[GameResult]) -> dict[str, list[TrainingRow]]:
+        turns = [t for r in results for t in r.turns if t.completion_ids]
+        advantages = group_normalize([(t.game_id, t.seat) for t in turns],
+                                     [t.reward for t in turns])
+        return {"play": [TrainingRow(t, a) for t, a in zip(turns, advantages, strict=True)]}
+
+    def observe(self, statistics: dict[str, float]) -> None:
+        pass
+
+    def skip(self) -> None:
+        raise RuntimeError("no game of the round had a turn played by the model to train on")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+#: Recipe builders by game name, each called with the ``selfplay`` options.
+RecipeFactory = Callable[[Mapping[str, Any]], Recipe]
+_RECIPES: dict[str, RecipeFactory] = {}
+
+
+def register_recipe(game: str, factory: RecipeFactory, *, replace: bool = False) -> None:
+    """Train the game called ``game`` with ``factory(selfplay_options)``."""
+    if game in _RECIPES and not replace:
+        raise ValueError(f"a recipe for {game!r} is already registered; pass replace=True to "
+                         f"replace it")
+    _RECIPES[game] = factory
+
+
+def make_recipe(game: str, selfplay: Mapping[str, Any]) -> Recipe:
+    """The recipe registered for ``game``, else :class:`GroupRecipe` with ``selfplay.repeats``
+    plays of each seed."""
+    if game in _RECIPES:
+        return _RECIPES[game](selfplay)
+    return GroupRecipe(repeats=selfplay["repeats"])
+
+
+def _spy(selfplay: Mapping[str, Any]) -> SpyRecipe:
+    if selfplay["schedule"] not in ("paper", "alternate"):
+        raise ValueError(f"selfplay.schedule must be 'paper' or 'alternate', "
+                         f"got {selfplay['schedule']!r}")
+    schedule = (IterativeSPO(min_steps=selfplay["min_steps"], **selfplay["switch"])
+                if selfplay["schedule"] == "paper" else FixedAlternation(cycle=selfplay["cycle"]))
+    return SpyRecipe(schedule, RoleBaselines(decay=selfplay["baseline_decay"]))
+
+
+def _duel(selfplay: Mapping[str, Any]) -> DuelRecipe:
+    return DuelRecipe(FixedAlternation(cycle=selfplay["cycle"], stages=("question", "answer")),
+                      repeats=selfplay["questions_per_image"])
+
+
+register_recipe("spy", _spy)
+register_recipe("qa_duel", _duel)
