@@ -8,8 +8,9 @@ given factories (so both policies start from the same sampling seed):
   valid vote rate (N/A is a valid abstention), N/A rate, mean return per role. QA duel: valid
   question rate, in-band rate, and — over games with a valid question — the intuitive answer's
   agreement with the majority, the majority's confidence, the solver's valid answer rate and its
-  accuracy against the majority (the pseudo-label); mean return per role.
-- **head-to-head** (Vision-Zero): one policy plays the challenger role (the spy's seats, whichever
+  accuracy against the majority (the pseudo-label); mean return per role. Any other game: its
+  own statistics and the mean return per role (:data:`DEFAULT_MEASURE`).
+- **head-to-head** (Vision-Zero; the built-in games only): one policy plays the challenger role (the spy's seats, whichever
   they are in a game; the questioner) and the other every other seat, both ways round. Its score
   (the spy's win rate: spy not caught; the questioner's return) is reported as the metric
   ``head_to_head_<score>``: under ``initial`` the initial policy challenging the final one, under
@@ -66,12 +67,13 @@ _RESAMPLES_PER_CHUNK = 1_000  # bounds the bootstrap's memory: a chunk is resamp
 @dataclass(frozen=True)
 class Measure:
     """What is measured of a game: its per-game ``metrics`` (NaN where a game does not define
-    one), and the head-to-head's ``challenger`` role and per-game ``score`` (``score_name``)."""
+    one), and the head-to-head's ``challenger`` role and per-game ``score`` (``score_name``); no
+    head-to-head without a challenger."""
 
     metrics: Callable[[GameResult], dict[str, float]]
-    challenger: str
-    score_name: str
-    score: Callable[[GameResult], float]
+    challenger: str | None = None
+    score_name: str = ""
+    score: Callable[[GameResult], float] | None = None
 
 
 def returns_by_role(result: GameResult) -> dict[str, float]:
@@ -80,6 +82,11 @@ def returns_by_role(result: GameResult) -> dict[str, float]:
     for seat, role in result.roles.items():
         returns[role].append(result.returns[seat])
     return {f"return_{role}": float(np.mean(values)) for role, values in returns.items()}
+
+
+def game_metrics(result: GameResult) -> dict[str, float]:
+    """Any game's metrics: its own statistics and the mean return of each role."""
+    return {**result.stats, **returns_by_role(result)}
 
 
 def spy_metrics(result: GameResult) -> dict[str, float]:
@@ -104,7 +111,8 @@ def qa_duel_metrics(result: GameResult) -> dict[str, float]:
             **returns}
 
 
-#: The measures of the games train.py trains, by game name.
+#: The measures of the built-in games, by game name; other games get :data:`DEFAULT_MEASURE`.
+DEFAULT_MEASURE = Measure(game_metrics)
 MEASURES = {
     "spy": Measure(spy_metrics, challenger="spy", score_name="spy_win_rate",
                    score=lambda result: 1.0 - result.stats["spy_caught"]),
@@ -143,15 +151,12 @@ def evaluate(make_env: Callable[[], GameEnv], make_initial: Callable[[], Agent],
              parallel_games: int = 64, measure: Measure | None = None) -> dict[str, Any]:
     """Play the four match-ups of the module docstring on seeds ``seed .. seed + games - 1`` and
     return the report. ``make_initial`` and ``make_final`` give a fresh agent of each policy per
-    match-up; ``measure`` defaults to the game's entry in :data:`MEASURES`."""
+    match-up; ``measure`` defaults to the game's entry in :data:`MEASURES`, else
+    :data:`DEFAULT_MEASURE` (the game's statistics and returns, no head-to-head)."""
     check_int("games", games, 1)
     check_int("parallel_games", parallel_games, 1)
     if measure is None:
-        game = make_env().game_class.name
-        if game not in MEASURES:
-            raise ValueError(f"no evaluation measure for the game {game!r}; there are measures "
-                             f"for {sorted(MEASURES)}")
-        measure = MEASURES[game]
+        measure = MEASURES.get(make_env().game_class.name, DEFAULT_MEASURE)
 
     def play(agents: Agent | Seating) -> list[GameResult]:
         runner = RolloutRunner(make_env, agents, parallel_games=min(parallel_games, games))
@@ -164,15 +169,16 @@ def evaluate(make_env: Callable[[], GameEnv], make_initial: Callable[[], Agent],
 
     initial_games = [measure.metrics(result) for result in play(make_initial())]
     final_games = [measure.metrics(result) for result in play(make_final())]
-    final_challenges = [measure.score(result)
-                        for result in play(challenging(make_final(), make_initial()))]
-    initial_challenges = [measure.score(result)
-                          for result in play(challenging(make_initial(), make_final()))]
     columns = {name: ([game.get(name, math.nan) for game in initial_games],
                       [game.get(name, math.nan) for game in final_games])
                for name in dict.fromkeys(name for game in initial_games + final_games
                                          for name in game)}
-    columns[f"head_to_head_{measure.score_name}"] = (initial_challenges, final_challenges)
+    if measure.challenger is not None:
+        final_challenges = [measure.score(result)
+                            for result in play(challenging(make_final(), make_initial()))]
+        initial_challenges = [measure.score(result)
+                              for result in play(challenging(make_initial(), make_final()))]
+        columns[f"head_to_head_{measure.score_name}"] = (initial_challenges, final_challenges)
     return {
         "games": games, "seeds": [seed, seed + games - 1],
         "initial": {name: _mean(initial) for name, (initial, _) in columns.items()},
