@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -11,10 +13,10 @@ ROOT = Path(__file__).parent.parent
 
 
 def readme_block(marker: str) -> str:
-    """The fenced python block right after ``<!-- marker -->`` in the README."""
+    """The fenced block right after ``<!-- marker -->`` in the README."""
     text = (ROOT / "README.md").read_text()
-    match = re.search(rf"<!-- {re.escape(marker)} -->\n```python\n(.*?)```", text, re.DOTALL)
-    assert match, f"README has no python block after <!-- {marker} -->"
+    match = re.search(rf"<!-- {re.escape(marker)} -->\n```\w+\n(.*?)```", text, re.DOTALL)
+    assert match, f"README has no fenced block after <!-- {marker} -->"
     return match.group(1)
 
 
@@ -26,3 +28,27 @@ def test_new_game_example(tmp_path):
                             env={"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
     assert re.fullmatch(r"\{'player_1': [01]\.0\}\n", result.stdout), result.stdout
+
+
+def test_new_game_trains_and_plays_from_a_folder_of_its_own(tmp_path, default_model):
+    """The README's commands, run in a folder holding only the user's files (train.py given its
+    path, as the README says), on the random tiny model to keep it short."""
+    (tmp_path / "my_games.py").write_text(readme_block("file: my_games.py"))
+    (tmp_path / "my_conf" / "env").mkdir(parents=True)
+    (tmp_path / "my_conf" / "env" / "count.yaml").write_text(
+        readme_block("file: my_conf/env/count.yaml"))
+    train, arena = readme_block("commands").splitlines()
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    trained = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *train.split()[2:], f"model.path={default_model}",
+         f"hydra.run.dir={tmp_path / 'run'}", "selfplay.games_per_round=2",
+         "sampling.max_tokens=8", "trainer.per_device_train_batch_size=8"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    report = json.loads((tmp_path / "run" / "evaluation.json").read_text())
+    assert report["games"] == 4 and "return_counter" in report["final"]
+    assert "step 2:" in (tmp_path / "run" / "train.log").read_text()
+    played = subprocess.run([sys.executable, *arena.split()[1:]], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert played.returncode == 0, played.stderr[-3000:]
+    assert re.search(r"games\s+4\.000", played.stdout + played.stderr)
