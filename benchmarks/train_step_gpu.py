@@ -64,7 +64,8 @@ class PeakMemory:
     def __init__(self, every: float = 0.02):
         self.peak, self.every = 0, every
         self._stop = threading.Event()
-        threading.Thread(target=self._poll, daemon=True).start()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
 
     def _poll(self) -> None:
         while not self._stop.is_set():
@@ -75,6 +76,12 @@ class PeakMemory:
     def reset(self) -> int:
         peak, self.peak = self.peak, 0
         return peak
+
+    def stop(self) -> None:
+        """Ends the polling: a thread still calling CUDA while the interpreter exits aborts it
+        ("terminate called without an active exception", exit 134)."""
+        self._stop.set()
+        self._thread.join()
 
 
 class StepTimer(TrainerCallback):
@@ -150,6 +157,7 @@ def main() -> None:
     trainer.add_callback(timer)
     print(f"set-up (model load, vLLM start): {time.perf_counter() - started:.0f} s")
     trainer.train()
+    memory.stop()
 
     print(f"\n{args.shape}-shaped, {'LoRA' if LORA[args.shape] else 'full'}, "
           f"{args.games} games a round, {args.max_tokens} tokens a turn, {rows} rows a step")
