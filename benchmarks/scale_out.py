@@ -40,7 +40,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from shapes import shaped_folder
+from shapes import saved_shaped_model
 
 ROOT = Path(__file__).resolve().parent.parent
 nan = float("nan")
@@ -50,24 +50,6 @@ LORA = ("+model.lora={r: 64, lora_alpha: 128, target_modules: "
         "[q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]}")
 STEP_LINE = re.compile(r"^\[(?P<time>[\d\- :,]+)\]\[trainers\.log_metrics\]\[INFO\] - step "
                        r"(?P<step>\d+): .*selfplay/games=(?P<games>[\d.e+]+)")
-
-
-def shaped_model(shape: str, folder: Path) -> Path:
-    """``shapes.shaped_folder`` with random bfloat16 weights saved in it (once; full
-    fine-tuning loads them as float32)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForImageTextToText
-
-    if (folder / "model.safetensors.index.json").is_file():
-        return folder
-    shaped_folder(shape, folder)
-    with torch.device("cuda"):
-        model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(folder),
-                                                        dtype=torch.bfloat16)
-    model.save_pretrained(folder, max_shard_size="5GB")
-    del model
-    torch.cuda.empty_cache()
-    return folder
 
 
 def free_port() -> int:
@@ -210,7 +192,8 @@ def main() -> None:
     args = parser.parse_args()
     from transformers import AutoTokenizer
 
-    folder = shaped_model(args.shape, args.model_folder or Path(f"/tmp/zeroplay-{args.shape}"))
+    folder = saved_shaped_model(args.shape,
+                                args.model_folder or Path(f"/tmp/zeroplay-{args.shape}"))
     args.vocabulary = len(AutoTokenizer.from_pretrained(folder))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     results = []

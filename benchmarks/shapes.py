@@ -43,3 +43,21 @@ def shaped_folder(shape: str, folder: Path) -> Path:
                                             "longest_edge": 28 * 28 * 256}
     (folder / "processor_config.json").write_text(json.dumps(processor, indent=2))
     return folder
+
+
+def saved_shaped_model(shape: str, folder: Path) -> Path:
+    """A :func:`shaped_folder` with random bfloat16 weights saved in it (once, on the GPU), for a
+    trainer; vLLM builds its own dummy weights and gets the trainer's at the start."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    if (folder / "model.safetensors.index.json").is_file():
+        return folder
+    shaped_folder(shape, folder)
+    with torch.device("cuda"):
+        model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(folder),
+                                                        dtype=torch.bfloat16)
+    model.save_pretrained(folder, max_shard_size="5GB")
+    del model
+    torch.cuda.empty_cache()
+    return folder

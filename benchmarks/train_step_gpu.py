@@ -33,29 +33,14 @@ from typing import Any
 
 import torch
 from hydra import compose, initialize_config_dir
-from shapes import shaped_folder
-from transformers import AutoConfig, AutoModelForImageTextToText, TrainerCallback
+from shapes import saved_shaped_model
+from transformers import TrainerCallback
 
 ROOT = Path(__file__).resolve().parent.parent
 #: train.py's ``build``, loaded from its file (a script, not an installed module)
 build = runpy.run_path(str(ROOT / "train.py"))["build"]
 LORA = {"7b": True, "3b": False}  # LoRA on the 7B shape, full fine-tuning of the 3B
 PAPER_A100_HOURS = 127
-
-
-def shaped_model(shape: str, folder: Path) -> Path:
-    """A :func:`shapes.shaped_folder` with random bf16 weights saved in it (once), for the
-    trainer; vLLM builds its own dummy weights and gets the trainer's at the start."""
-    if (folder / "model.safetensors.index.json").is_file():
-        return folder
-    shaped_folder(shape, folder)
-    with torch.device("cuda"):
-        model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(folder),
-                                                        dtype=torch.bfloat16)
-    model.save_pretrained(folder, max_shard_size="5GB")
-    del model
-    torch.cuda.empty_cache()
-    return folder
 
 
 class PeakMemory:
@@ -129,7 +114,8 @@ def main() -> None:
     parser.add_argument("--model-folder", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("/tmp/zeroplay-train-step"))
     args = parser.parse_args()
-    folder = shaped_model(args.shape, args.model_folder or Path(f"/tmp/zeroplay-{args.shape}"))
+    folder = saved_shaped_model(args.shape,
+                                args.model_folder or Path(f"/tmp/zeroplay-{args.shape}"))
     rows = 8 * args.games
     if rows % args.micro_batch:
         raise SystemExit(f"8 x --games ({rows}) must be a multiple of --micro-batch")

@@ -26,8 +26,8 @@ from agents.model import RequestSeeds, SamplingConfig
 from agents.rollout import RolloutRunner
 from trainers.advantages import RoleBaselines
 from trainers.checkpoints import MARK, MarkComplete, incomplete_reasons, newest_complete_checkpoint
-from trainers.schedules import FixedAlternation
 from trainers.recipes import SpyRecipe
+from trainers.schedules import FixedAlternation
 from trainers.selfplay import ROWS_FILE, STATE_FILE, SaveSelfPlayState, SelfPlay
 
 ROOT = Path(__file__).parent.parent

@@ -11,8 +11,8 @@ import envs
 from agents import TextAgent, make_agent
 from agents.rollout import RolloutRunner
 from trainers.advantages import RoleBaselines
-from trainers.schedules import FixedAlternation, IterativeSPO
 from trainers.recipes import DuelRecipe, SpyRecipe
+from trainers.schedules import FixedAlternation, IterativeSPO
 from trainers.selfplay import SelfPlay
 
 

@@ -10,11 +10,11 @@ given factories (so both policies start from the same sampling seed):
   agreement with the majority, the majority's confidence, the solver's valid answer rate and its
   accuracy against the majority (the pseudo-label); mean return per role. Any other game: its
   own statistics and the mean return per role (:data:`DEFAULT_MEASURE`).
-- **head-to-head** (Vision-Zero; the built-in games only): one policy plays the challenger role (the spy's seats, whichever
-  they are in a game; the questioner) and the other every other seat, both ways round. Its score
-  (the spy's win rate: spy not caught; the questioner's return) is reported as the metric
-  ``head_to_head_<score>``: under ``initial`` the initial policy challenging the final one, under
-  ``final`` the final policy challenging the initial one.
+- **head-to-head** (Vision-Zero; the built-in games only): one policy plays the challenger role
+  (the spy's seats, whichever they are in a game; the questioner) and the other every other seat,
+  both ways round. Its score (the spy's win rate: spy not caught; the questioner's return) is
+  reported as the metric ``head_to_head_<score>``: under ``initial`` the initial policy
+  challenging the final one, under ``final`` the final policy challenging the initial one.
 
 The report (``evaluation.json`` in train.py's run folder)::
 
