@@ -17,19 +17,21 @@ _LETTER = re.compile(r"\(?\s*([A-D])\s*\)?(?:$|[\s.:)\]])")
 
 def last_boxed(text: str) -> str | None:
     """The content of the last complete ``\\boxed{...}`` (nested braces allowed), stripped."""
-    start = text.rfind(_BOXED)
+    # a \boxed{ that never closes leaves every earlier one to close before it or never: each box
+    # is scanned only up to the next one, so text full of unclosed boxes takes linear time
+    start, end = text.rfind(_BOXED), len(text)
     while start != -1:
         begin = start + len(_BOXED)
-        close, nested = text.find("}", begin), text.find("{", begin)
+        close, nested = text.find("}", begin, end), text.find("{", begin, end)
         if close != -1 and (nested == -1 or nested > close):  # the common case: no nesting
             return text[begin:close].strip()
         depth, i = 1, begin
-        while i < len(text) and depth:
+        while i < end and depth:
             depth += {"{": 1, "}": -1}.get(text[i], 0)
             i += 1
         if depth == 0:
             return text[start + len(_BOXED): i - 1].strip()
-        start = text.rfind(_BOXED, 0, start)
+        start, end = text.rfind(_BOXED, 0, start), start
     return None
 
 
@@ -74,8 +76,8 @@ def parse_vote(text: str, num_players: int, voter: int | None = None) -> Vote:
     if _NOT_AVAILABLE.fullmatch(region.strip()):
         return Vote(abstain=True)
     number = _NUMBER.search(region)
-    if number is None:
-        return Vote()
+    if number is None or len(number.group(1)) > 9:  # no player has such a number; int() refuses
+        return Vote()                                # more than 4300 digits
     player = int(number.group(1))
     if not 1 <= player <= num_players or player == voter:
         return Vote()

@@ -80,7 +80,7 @@ PROMPT_FIELDS = {"question": frozenset({"noun"}), "answer": frozenset({"noun", "
 PROMPTS = PromptTemplates({"question": QUESTION_PROMPT, "answer": ANSWER_PROMPT}, PROMPT_FIELDS)
 NOUNS = {"scenes": "picture", "charts": "chart", "photos": "image"}
 LETTERS = ("A", "B", "C", "D")
-_OPTION = re.compile(r"^\s*\(?([A-D])[).:]\s*(\S.*?)\s*$", re.MULTILINE)
+_OPTION = re.compile(r"^\s*\(?([A-D])[).:]\s*(\S.*)$", re.MULTILINE)  # greedy: .*?\s*$ is quadratic
 
 QuestionerReward = Callable[[float, bool], float]
 QUESTIONER_REWARDS: dict[str, QuestionerReward] = {
@@ -234,3 +234,21 @@ class QADuelGame(Game):
 
     def stats(self) -> dict[str, float]:
         return dict(self._stats)
+
+    def check_invariants(self) -> None:
+        """Once the game is over: an invalid question scores -1 and ends the game; a named
+        questioner reward lies in [0, 0.5]; a solver answer earns 0 or 1, an invalid one 0."""
+        if not self.done:
+            return
+        question, answers = self.moves[0], self.moves[1:]
+        if not question.valid:
+            assert question.reward == -1.0 and not answers, (
+                f"an invalid question scored {question.reward} and was followed by "
+                f"{len(answers)} answers")
+        elif isinstance(self.config.questioner_reward, str):
+            assert 0.0 <= question.reward <= 0.5, (
+                f"questioner reward {question.reward} is outside [0, 0.5]")
+        for move in answers:
+            assert move.reward in ((0.0, 1.0) if move.valid else (0.0,)), (
+                f"turn {move.turn.index}: {'valid' if move.valid else 'invalid'} answer "
+                f"rewarded {move.reward}")
