@@ -113,6 +113,11 @@ class Game(ABC):
         """Per-game statistics (vote accuracy, confidence, ...), valid once :attr:`done`."""
         return {}
 
+    def check_invariants(self) -> None:  # noqa: B027 - an optional hook; by default no rules
+        """Raise ``AssertionError`` (a plain ``assert`` will do) naming the rule if the game's
+        state breaks one of its own invariants (zero-sum rewards, a penalty, reward bounds).
+        ``envs.testing.check_game`` calls it after the reset and after every move."""
+
     @property
     def done(self) -> bool:
         """True once no turn is pending: the game is over and rewards are final."""

@@ -313,6 +313,29 @@ class SpyGame(Game):
     def stats(self) -> dict[str, float]:
         return dict(self._stats)
 
+    def check_invariants(self) -> None:
+        """Once the game is over: every clue move of a player carries the player's clue reward,
+        less ``invalid_clue_penalty`` if invalid; the clue rewards are zero-sum over the players;
+        an invalid vote earns what a wrong vote earns."""
+        if not self.done:
+            return
+        clue_rewards: dict[int, float] = {}
+        for move in self.moves_of(phase="clue"):
+            player = move.turn.context["player"]
+            reward = move.reward + (0.0 if move.valid else self.config.invalid_clue_penalty)
+            expected = clue_rewards.setdefault(player, reward)
+            assert np.isclose(reward, expected), (
+                f"turn {move.turn.index}: player {player}'s clue moves carry clue rewards "
+                f"{expected} and {reward} (invalid clues less the penalty)")
+        assert np.isclose(sum(clue_rewards.values()), 0.0, atol=1e-9), (
+            f"clue rewards are not zero-sum: {clue_rewards}")
+        wrong_vote = ([-1.0] if self.config.decision_reward == "paper"
+                      else [0.3 - 1.2, -0.3 - 1.2])  # format good or bad, accuracy -1
+        for move in self.moves_of(phase="decision"):
+            assert move.valid or np.isclose(move.reward, wrong_vote).any(), (
+                f"turn {move.turn.index}: invalid vote rewarded {move.reward}, not as a wrong "
+                f"vote {wrong_vote}")
+
     # ----- what prompts and contexts are made of -----
 
     def _clues(self) -> list[dict[str, Any]]:

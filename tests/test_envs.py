@@ -1,4 +1,7 @@
-"""The PettingZoo environments: PettingZoo's own tests, bad actions, determinism, the registry."""
+"""The PettingZoo environments: observations, infos, seeds, the registry and the spaces.
+
+PettingZoo's own tests, determinism, the turn protocol and garbage actions of every kind are
+checked for every game by the conformance suite (tests/test_conformance.py)."""
 
 from __future__ import annotations
 
@@ -8,28 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from pettingzoo.test import api_test, seed_test
 
 import envs
 from envs.spaces import FreeText, ImageArray
 
 CONFIGS = Path(__file__).parent.parent / "configs" / "env"
-VARIANTS = [
-    ("spy", {}),
-    ("spy", {"decision": "observer", "observer_samples": 3}),
-    ("spy", {"spy_image": "blank", "num_players": 5, "images": {"source": "charts"}}),
-    ("qa_duel", {"num_answers": 3}),
-]
-
-
-@pytest.mark.parametrize(("name", "options"), VARIANTS)
-def test_pettingzoo_api(name, options):
-    api_test(envs.make(name, **options), num_cycles=300)
-
-
-@pytest.mark.parametrize(("name", "options"), VARIANTS)
-def test_pettingzoo_seed(name, options):
-    seed_test(lambda: envs.make(name, **options), num_cycles=100)
 
 
 def test_every_registered_env_has_a_config_file_that_makes_it():
@@ -56,13 +42,13 @@ def play(env, actions, seed=0):
     return turns
 
 
-GARBAGE = ["", "x" * 20000, b"\\boxed{1}", None, 3, {"a": 1}, "\x00\\boxed{2}",
-           "\ud800\\boxed{2}", "\\boxed{", "}\\boxed{}{", "\\boxed{\\boxed{\\boxed{"]
+BROKEN_BOXES = ["\\boxed{", "}\\boxed{}{", "\\boxed{\\boxed{\\boxed{"]
 
 
-@pytest.mark.parametrize("garbage", GARBAGE, ids=range(len(GARBAGE)))
+@pytest.mark.parametrize("garbage", BROKEN_BOXES, ids=range(len(BROKEN_BOXES)))
 @pytest.mark.parametrize("name", ["spy", "qa_duel"])
-def test_garbage_actions_are_penalised_not_raised(name, garbage):
+def test_broken_boxes_are_penalised_invalid_moves(name, garbage):
+    """Text any game may accept is not checked by the conformance suite; these games refuse it."""
     env = envs.make(name)
     turns = play(env, [garbage] * 100)
     game = env.game
@@ -112,11 +98,10 @@ def test_observation_carries_prompt_images_phase_and_context():
     assert idle["prompt"] == "" and idle["images"] == ()
 
 
-def test_same_seed_same_games_different_seed_different_games():
+def test_different_seeds_different_games():
     def prompts(seed):
         return [obs["prompt"] for _, obs in play(envs.make("spy"), ["\\boxed{x}"] * 50, seed)]
 
-    assert prompts(7) == prompts(7)
     assert prompts(7) != prompts(8)
 
 

@@ -30,6 +30,23 @@ def test_new_game_example(tmp_path):
     assert re.fullmatch(r"\{'player_1': [01]\.0\}\n", result.stdout), result.stdout
 
 
+def test_new_game_passes_the_conformance_suite(tmp_path):
+    """The README's check and its one-line pytest test, run as written on the count game."""
+    (tmp_path / "my_games.py").write_text(readme_block("file: my_games.py"))
+    (tmp_path / "check.py").write_text(readme_block("check"))
+    (tmp_path / "test_my_games.py").write_text(readme_block("file: test_my_games.py"))
+    env = {"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"}
+    checked = subprocess.run([sys.executable, "check.py"], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=120, env=env)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.startswith("my_games:count: conformant ("), checked.stdout
+    tested = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "test_my_games.py"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120, env=env)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "1 passed" in tested.stdout, tested.stdout
+
+
 def test_new_game_trains_and_plays_from_a_folder_of_its_own(tmp_path, default_model):
     """The README's commands, run in a folder holding only the user's files (train.py given its
     path, as the README says), on the random tiny model to keep it short."""

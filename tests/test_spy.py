@@ -140,12 +140,6 @@ def test_two_spies_are_zero_sum(solid_source):
     assert len([s for s, r in game.roles.items() if r == "spy"]) == 2
 
 
-def test_same_seed_same_game(solid_source):
-    a = SpyGame(SpyConfig(), solid_source, np.random.default_rng(5), "a")
-    b = SpyGame(SpyConfig(), solid_source, np.random.default_rng(5), "b")
-    assert a.spies == b.spies and a.pending()[0].prompt == b.pending()[0].prompt
-
-
 @pytest.mark.parametrize(("options", "message"), [
     ({"num_players": 2}, "num_players"),
     ({"num_players": 4, "num_spies": 3}, "fewer than 2 civilians"),
