@@ -148,6 +148,7 @@ def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
     selfplay = SelfPlay(runner, recipe, cfg.selfplay.games_per_round,
                         seed=(cfg.seed * args.world_size + rank) * 1_000_000_000,
                         after_rollouts=after_rollouts, asynchronous=cfg.selfplay.asynchronous,
+                        rounds_per_stage=cfg.selfplay.rounds_per_stage,
                         replays=out / "replays" if rank == 0 else None)
     # the push waits for games still being played (asynchronous play) before the weights change
     callbacks = [SyncRolloutWeights(policy, before_push=selfplay.wait_for_rollouts)

@@ -178,6 +178,7 @@ def test_grpo_fields_are_read_from_the_installed_trl_without_importing_it():
     ("env.name=no_such_module:chess", "env.name: environment 'no_such_module:chess': cannot "
                                       "import module 'no_such_module'"),
     ("selfplay.repeats=0", "selfplay.repeats must be an integer >= 1, got 0"),
+    ("selfplay.rounds_per_stage=0", "selfplay.rounds_per_stage must be an integer >= 1, got 0"),
     ("env.num_players=abc", "env.num_players must be an integer >= 3, got 'abc'"),
     ("env.num_spies=3", "env.num_spies=3 leaves fewer than 2 civilians among num_players=4"),
     ("+env.foo=1", "env: unknown option(s) ['foo'] for environment 'spy'"),

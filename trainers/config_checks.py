@@ -68,7 +68,7 @@ TRAINER_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
 AGENT_COUNTS = ("batch_size", "max_model_len", "max_images", "chunk_mb", "group_port")
 AGENT_FLAGS = ("enforce_eager", "sleep")
 SELFPLAY_KEYS = ("games_per_round", "schedule", "min_steps", "switch", "cycle", "baseline_decay",
-                 "questions_per_image", "repeats", "asynchronous")
+                 "questions_per_image", "repeats", "rounds_per_stage", "asynchronous")
 #: The backends that play on other GPUs or machines, so that games can go on during an update.
 REMOTE_AGENTS = ("vllm_server",)
 #: Iterative-SPO's moving-average rate and thresholds (``selfplay.switch``).
@@ -177,6 +177,7 @@ def check_selfplay(selfplay: dict[str, Any]) -> None:
     check_int_value("selfplay.cycle", selfplay["cycle"], 1)
     check_int_value("selfplay.questions_per_image", selfplay["questions_per_image"], 1)
     check_int_value("selfplay.repeats", selfplay["repeats"], 1)
+    check_int_value("selfplay.rounds_per_stage", selfplay["rounds_per_stage"], 1)
     if not isinstance(selfplay["asynchronous"], bool):
         raise ConfigError(f"selfplay.asynchronous must be true or false, got "
                           f"{selfplay['asynchronous']!r}")
