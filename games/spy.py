@@ -329,10 +329,9 @@ class SpyGame(Game):
                 f"{expected} and {reward} (invalid clues less the penalty)")
         assert np.isclose(sum(clue_rewards.values()), 0.0, atol=1e-9), (
             f"clue rewards are not zero-sum: {clue_rewards}")
-        wrong_vote = ([-1.0] if self.config.decision_reward == "paper"
-                      else [0.3 - 1.2, -0.3 - 1.2])  # format good or bad, accuracy -1
         for move in self.moves_of(phase="decision"):
-            assert move.valid or np.isclose(move.reward, wrong_vote).any(), (
+            wrong_vote = self._decision_reward(move.text, player=None, abstain=False)
+            assert move.valid or np.isclose(move.reward, wrong_vote), (
                 f"turn {move.turn.index}: invalid vote rewarded {move.reward}, not as a wrong "
                 f"vote {wrong_vote}")
 
