@@ -118,7 +118,7 @@ def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
                           **OmegaConf.to_container(cfg.trainer, resolve=True))
     except ValueError as error:  # TRL's checks across fields
         raise ConfigError(f"trainer: {error}") from None
-    if sharding and args.distributed_state.distributed_type.name not in ("FSDP", "DEEPSPEED"):
+    if sharding and args.device.type == "cpu":
         raise ConfigError(f"the launch asks for {sharding}, which accelerate runs on GPUs only "
                           f"(here it would start unsharded, unconnected processes): use "
                           f"configs/accelerate/ddp.yaml on a CPU")

@@ -77,7 +77,7 @@ def train_command(setup: str, args: argparse.Namespace, folder: Path, run: Path,
         "trainer.report_to=none", f"trainer.per_device_train_batch_size={args.micro_batch}",
         f"trainer.gradient_accumulation_steps={rows // args.micro_batch}",
         f"selfplay.games_per_round={args.games}", "selfplay.schedule=alternate",
-        "evaluation.games=0", f"hydra.run.dir={run}"]
+        f"evaluation.games={args.evaluation_games}", f"hydra.run.dir={run}"]
     if not full:
         overrides.append(LORA)
     if setup.startswith("server"):
@@ -125,7 +125,11 @@ def start_server(folder: Path, port: int, log_file: Path) -> subprocess.Popen:
 
 
 def stop(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
+    """Ends ``process``'s whole session (it was started in one of its own)."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
     try:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
@@ -155,18 +159,20 @@ def measure(setup: str, args: argparse.Namespace, folder: Path) -> dict:
         url = f"http://127.0.0.1:{port}/v1"
     env = os.environ | ({"CUDA_VISIBLE_DEVICES": "0"} if setup != "ddp_2gpu"
                         and not setup.endswith("_full_2gpu") else {})
-    try:
-        with (run / "launch.log").open("w") as output:
-            result = subprocess.run(train_command(setup, args, folder, run, url), cwd=ROOT,
+    with (run / "launch.log").open("w") as output:
+        training = subprocess.Popen(train_command(setup, args, folder, run, url), cwd=ROOT,
                                     stdout=output, stderr=subprocess.STDOUT, env=env,
-                                    timeout=args.timeout)
+                                    start_new_session=True)
+    try:
+        returncode = training.wait(timeout=args.timeout)
     except subprocess.TimeoutExpired:
-        result = None
-    finally:
+        returncode = None
+    finally:  # the launcher's and vLLM's children too, so the next setup finds free GPUs
+        stop(training)
         if server is not None:
             stop(server)
     figures: dict = {"setup": setup, "wall_s": time.perf_counter() - started,
-                     "returncode": None if result is None else result.returncode}
+                     "returncode": returncode}
     steps = step_times(run / "train.log") if (run / "train.log").is_file() else []
     if len(steps) >= 3:
         processes = 1 if setup in ("colocated_1gpu", "server", "server_async") else 2
@@ -186,6 +192,8 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=8)
     parser.add_argument("--gpu-memory", type=float, default=0.35,
                         help="a colocated engine's gpu_memory_utilization")
+    parser.add_argument("--evaluation-games", type=int, default=0,
+                        help="games of train.py's evaluation after training (not timed)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per setup")
     parser.add_argument("--model-folder", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("/tmp/zeroplay-scale-out/scale_out.json"))
