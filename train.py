@@ -122,6 +122,8 @@ def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
         raise ConfigError(f"the launch asks for {sharding}, which accelerate runs on GPUs only "
                           f"(here it would start unsharded, unconnected processes): use "
                           f"configs/accelerate/ddp.yaml on a CPU")
+    if sharding == "fsdp" and args.beta:  # TRL builds the reference model with device_map="auto"
+        args.model_init_kwargs = {"device_map": None}  # under FSDP: spread over every GPU
     rank = args.process_index  # each data-parallel process plays its own games
     set_seed(cfg.seed + rank)
 
