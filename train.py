@@ -155,13 +155,17 @@ def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
     # the push waits for games still being played (asynchronous play) before the weights change
     callbacks = [SyncRolloutWeights(policy, before_push=selfplay.wait_for_rollouts)
                  ] if pushes_weights else []
+
+    def step_metrics() -> dict[str, float]:  # the games' and the previous weight push's
+        return selfplay.metrics | (callbacks[0].metrics if callbacks else {})
+
     lora = None
     if cfg.model.lora:
         from peft import LoraConfig
 
         lora = LoraConfig(task_type="CAUSAL_LM", **OmegaConf.to_container(cfg.model.lora))
     trainer = TrajectoryGRPOTrainer(model, processor, args, rows=selfplay,
-                                    metrics=lambda: selfplay.metrics, peft_config=lora,
+                                    metrics=step_metrics, peft_config=lora,
                                     callbacks=[SaveSelfPlayState(selfplay), LogMetrics(),
                                                *callbacks])
     if trainer.accelerator.num_processes > 1:

@@ -20,9 +20,10 @@ Every setup trains ``--steps`` steps of the spy game (stages alternating) on the
 weights (:mod:`shapes`, saved once to ``--model-folder``; vLLM starts from dummy weights and gets
 the trainer's at the start). Turns are ``--max-tokens`` long (``ignore_eos``) and drawn from the
 tiny tokenizer's ids, which is all it can decode. Seconds per step come from ``train.log``'s
-timestamps of steps 2 and later (step 1 includes compilation and warm-up); games per hour count
-every process's games over the same span. Prints the table with ratios and writes it as JSON
-(``--out``).
+timestamps from step 1 on (the start-up, compilation and the first round come before step 1's
+line); rows per hour are the rows every process trains a step (``8 * --games``) over that, games
+per hour every process's games played over the same span. Prints the table with ratios of rows
+per hour and writes it as JSON (``--out``).
 """
 
 from __future__ import annotations
@@ -177,8 +178,10 @@ def measure(setup: str, args: argparse.Namespace, folder: Path) -> dict:
     if len(steps) >= 3:
         processes = 1 if setup in ("colocated_1gpu", "server", "server_async") else 2
         (_, t0, g0), (_, t1, g1) = steps[0], steps[-1]
-        figures |= {"steps_timed": len(steps) - 1, "s_per_step": (t1 - t0) / (len(steps) - 1),
-                    "games_per_hour": processes * (g1 - g0) / (t1 - t0) * 3600}
+        seconds_per_step = (t1 - t0) / (len(steps) - 1)
+        figures |= {"steps_timed": len(steps) - 1, "s_per_step": seconds_per_step,
+                    "rows_per_hour": processes * 8 * args.games / seconds_per_step * 3600,
+                    "games_played_per_hour": processes * (g1 - g0) / (t1 - t0) * 3600}
     return figures
 
 
@@ -211,14 +214,23 @@ def main() -> None:
         args.out.write_text(json.dumps({"shape": args.shape, "games": args.games,
                                         "max_tokens": args.max_tokens, "results": results},
                                        indent=2))
-    rates = {r["setup"]: r.get("games_per_hour") for r in results}
+    print_table(results, args)
+
+
+def print_table(results: list[dict], args: argparse.Namespace) -> None:
+    """Ratios of trained rows per hour: every step of every setup trains the same rows a
+    process; games played per hour differ with how often a round is played (asynchronous play
+    plays one every step, synchronous play reuses a round's rows of the other stage)."""
+    rates = {r["setup"]: r.get("rows_per_hour") for r in results}
     print(f"\n{args.shape}-shaped, {args.games} games a round per process, {args.max_tokens} "
           f"tokens a turn")
-    print(f"{'setup':>16} {'rc':>4} {'s/step':>7} {'games/h':>8} {'vs 1 GPU':>8} {'vs sync':>8}")
+    print(f"{'setup':>16} {'rc':>4} {'s/step':>7} {'rows/h':>8} {'games/h':>8} {'vs 1 GPU':>8} "
+          f"{'vs sync':>8}")
     for r in results:
-        rate = r.get("games_per_hour")
-        print(f"{r['setup']:>16} {r['returncode']!s:>4} {r.get('s_per_step', float('nan')):>7.1f} "
-              f"{rate or float('nan'):>8.0f} {ratio(rate, rates.get('colocated_1gpu')):>8.2f} "
+        rate = r.get("rows_per_hour")
+        print(f"{r['setup']:>16} {r['returncode']!s:>4} {r.get('s_per_step', nan):>7.1f} "
+              f"{rate or nan:>8.0f} {r.get('games_played_per_hour', nan):>8.0f} "
+              f"{ratio(rate, rates.get('colocated_1gpu')):>8.2f} "
               f"{ratio(rate, rates.get('server')) if r['setup'] == 'server_async' else nan:>8.2f}")
 
 

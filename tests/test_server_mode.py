@@ -263,3 +263,6 @@ def test_train_py_plays_on_the_server_and_pushes_after_every_step(server, server
     lags = re.findall(r"step \d+: .*selfplay/policy_lag=(\S+)",
                       (tmp_path / "run" / "train.log").read_text())
     assert lags == (["0", "1", "1"] if asynchronous else ["0", "1", "0"])
+    pushes = re.findall(r"step \d+: .*selfplay/round_seconds=(\S+).*weights/push_seconds=(\S+)",
+                        (tmp_path / "run" / "train.log").read_text())
+    assert len(pushes) == 3 and all(float(r) > 0 and float(p) > 0 for r, p in pushes)

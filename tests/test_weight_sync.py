@@ -53,6 +53,8 @@ def test_engine_samples_the_trained_weights_after_a_step(engine, default_model,
                                     callbacks=[sync])
     trainer.train()
     assert sync.pushes == 2  # at the start and after the one step
+    assert sync.metrics.keys() == {"weights/wait_seconds", "weights/push_seconds"}
+    assert sync.metrics["weights/push_seconds"] > 0 <= sync.metrics["weights/wait_seconds"]
 
     after = engine_logprobs(engine, observation, fixed.completion_ids)
     trained = trainer_logprobs(model.eval(), processor, observation, fixed)

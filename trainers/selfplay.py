@@ -167,6 +167,7 @@ class SelfPlay:
         self._statistics = played.statistics
         self.metrics = {f"selfplay/{name}": value for name, value in played.statistics.items()}
         self.metrics |= {"selfplay/games": float(self.games_played),
+                         "selfplay/round_seconds": played.seconds,
                          "selfplay/tokens_per_second":
                              played.tokens / played.seconds if played.seconds else 0.0}
         return played

@@ -14,6 +14,7 @@ LoRA with sharded training is not supported (the merge would need the whole laye
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -36,6 +37,7 @@ class SyncRolloutWeights(TrainerCallback):
     def __init__(self, engine: WeightLoader, before_push: Callable[[], None] | None = None):
         self.engine, self.before_push = engine, before_push
         self.pushes = 0
+        self.metrics: dict[str, float] = {}  # the last push's: seconds waited, seconds pushing
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None,
                        **kwargs: Any) -> None:
@@ -47,11 +49,15 @@ class SyncRolloutWeights(TrainerCallback):
 
     def push(self, model: Any) -> None:
         """Loads ``model``'s current weights into the engine."""
+        started = time.perf_counter()
         if self.before_push is not None:
             self.before_push()
+        waited = time.perf_counter()
         with merged_weights(model) as weights:
             self.engine.load_weights(weights)
         self.pushes += 1
+        self.metrics = {"weights/wait_seconds": waited - started,
+                        "weights/push_seconds": time.perf_counter() - waited}
 
 
 @contextmanager
