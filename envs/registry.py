@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import os
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 from envs.game_env import GameEnv
 from games.core import Game
+from games.registry import Registry
 
 #: Keywords of ``make`` that configure the environment rather than the game.
 ENV_OPTIONS = ("render_mode", "max_action_chars", "max_prompt_chars", "source")
@@ -51,55 +50,36 @@ class EnvSpec:
         return game_class
 
 
-_REGISTRY: dict[str, EnvSpec] = {}
+#: The registered environments (a :class:`games.registry.Registry` of :class:`EnvSpec`).
+ENVIRONMENTS: Registry[EnvSpec] = Registry("environment")
 
 
 def register(name: str, entry_point: type[Game] | str, *, replace: bool = False,
              **defaults: Any) -> EnvSpec:
     """Register a game under ``name`` with default options for its config."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"an environment name must be a non-empty string, got {name!r}")
-    if name in _REGISTRY and not replace:
-        raise ValueError(f"environment {name!r} is already registered; pass replace=True to "
-                         f"replace it")
     if not isinstance(entry_point, str) and not (
             isinstance(entry_point, type) and issubclass(entry_point, Game)):
         raise TypeError(f"entry_point must be a Game subclass or 'module:Class', got "
                         f"{entry_point!r}")
-    _REGISTRY[name] = EnvSpec(name, entry_point, dict(defaults))
-    return _REGISTRY[name]
+    return ENVIRONMENTS.register(name, EnvSpec(name, entry_point, dict(defaults)),
+                                 replace=replace)
 
 
 def spec(name: str) -> EnvSpec:
-    """The registration of ``name`` (or ``"module:name"``, the module imported first); unknown
-    names raise a ``KeyError`` listing the known ones."""
-    registered_name = resolve(name)
-    try:
-        return _REGISTRY[registered_name]
-    except KeyError:
-        raise KeyError(f"unknown environment {name!r}; registered: {registered()}") from None
+    """The registration of ``name`` (or ``"module:name"``, the module imported first); an
+    unknown name raises :class:`games.registry.UnknownNameError` listing the known ones."""
+    return ENVIRONMENTS[name]
 
 
 def resolve(name: str) -> str:
     """The registered name of an environment id: ``"module:name"`` imports ``module`` (which
-    registers ``name``; looked up on the Python path, then in the current folder) and gives
-    ``name``; a plain name is itself."""
-    if not isinstance(name, str) or ":" not in name:
-        return name
-    module_name, _, registered_name = name.partition(":")
-    if os.getcwd() not in sys.path:  # a user's game beside their config, as in Gymnasium's ids
-        sys.path.append(os.getcwd())
-    try:
-        importlib.import_module(module_name)
-    except ImportError as error:
-        raise KeyError(f"environment {name!r}: cannot import module {module_name!r} ({error}); "
-                       f"is its folder on the Python path?") from error
-    return registered_name
+    registers ``name``) and gives ``name``; a plain name is itself."""
+    return ENVIRONMENTS.resolve(name)
 
 
 def registered() -> list[str]:
     """The names of all registered environments."""
-    return sorted(_REGISTRY)
+    return list(ENVIRONMENTS)
 
 
 def make(name: str, **overrides: Any) -> GameEnv:

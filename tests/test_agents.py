@@ -269,11 +269,12 @@ def test_make_agent_builds_known_agents_and_explains_unknown_names():
     assert isinstance(make_agent("random", seed=1), RandomAgent)
     assert isinstance(make_agent("scripted", game="spy"), SCRIPTED["spy"])
     with pytest.raises(ValueError,
-                       match="known agents: openai, random, scripted, transformers, vllm"):
+                       match="unknown agent 'gpt'; known: openai, random, scripted, "
+                             "transformers, vllm, vllm_server"):
         make_agent("gpt")
     with pytest.raises(ValueError, match="needs game="):
         make_agent("scripted")
-    with pytest.raises(ValueError, match="known games: qa_duel, spy"):
+    with pytest.raises(ValueError, match="agent for the game 'chess'; known: qa_duel, spy"):
         make_agent("scripted", game="chess")
 
 

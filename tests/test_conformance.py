@@ -48,11 +48,11 @@ def test_duel_conforms_and_a_player_reaches_the_solver():
 def test_readme_count_game_conforms(tmp_path, monkeypatch):
     (tmp_path / "my_games.py").write_text(readme_block("file: my_games.py"))
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(envs.registry, "_REGISTRY", dict(envs.registry._REGISTRY))  # keep 'count'
-    try:                                                                            # to this test
+    try:
         report = check_game("my_games:count")
-    finally:
+    finally:  # 'count' stays with this test
         sys.modules.pop("my_games", None)
+        envs.ENVIRONMENTS.unregister("count")
     assert report.garbage_turns == {"player_1": len(GARBAGE)} and not report.untested
 
 

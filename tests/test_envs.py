@@ -114,7 +114,7 @@ def test_games_continue_after_reset_without_seed():
 
 
 def test_registry_errors():
-    with pytest.raises(KeyError, match="registered: .*qa_duel.*spy"):
+    with pytest.raises(KeyError, match="unknown environment .spyy.; known: qa_duel, spy"):
         envs.make("spyy")
     with pytest.raises(ValueError, match="unknown option.*num_player"):
         envs.make("spy", num_player=4)
@@ -122,12 +122,16 @@ def test_registry_errors():
         envs.register("spy", "games.spy:SpyGame")
     with pytest.raises(TypeError, match="entry_point"):
         envs.register("broken", object)
-    envs.register("missing", "no_such_module:Game")
-    with pytest.raises(ImportError, match="no_such_module"):
-        envs.make("missing")
-    envs.register("not_a_game", "json:dumps")
-    with pytest.raises(TypeError, match="not a Game"):
-        envs.make("not_a_game")
+    try:
+        envs.register("missing", "no_such_module:Game")
+        with pytest.raises(ImportError, match="no_such_module"):
+            envs.make("missing")
+        envs.register("not_a_game", "json:dumps")
+        with pytest.raises(TypeError, match="not a Game"):
+            envs.make("not_a_game")
+    finally:
+        envs.ENVIRONMENTS.unregister("missing")
+        envs.ENVIRONMENTS.unregister("not_a_game")
     with pytest.raises(ValueError, match="render_mode"):
         envs.make("spy", render_mode="human")
     with pytest.raises(ValueError, match="num_players"):

@@ -398,9 +398,9 @@ def test_register_source_adds_a_user_source() -> None:
     register_source("blank", Blank)
     try:
         assert make_source("blank", side=2).sample_image(rng(0)).image.shape == (2, 2, 3)
-        with pytest.raises(ValueError, match="taken"):
+        with pytest.raises(ValueError, match="already registered"):
             register_source("blank", ClevrSource)
     finally:
-        del SOURCES["blank"]
+        SOURCES.unregister("blank")
     with pytest.raises(TypeError, match="subclass of ImageSource"):
         register_source("thing", dict)

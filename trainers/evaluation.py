@@ -243,8 +243,8 @@ def evaluate_training(cfg: Any, final_model: Any, processor: Any, out: Path) -> 
     from transformers import AutoModelForImageTextToText
 
     import envs
+    from agents import make_agent
     from agents.model import SamplingConfig, model_path
-    from agents.transformers_agent import TransformersAgent
 
     path = model_path(cfg.model.path)
     initial_model = AutoModelForImageTextToText.from_pretrained(path, dtype=final_model.dtype)
@@ -255,8 +255,8 @@ def evaluate_training(cfg: Any, final_model: Any, processor: Any, out: Path) -> 
     env_options = OmegaConf.to_container(cfg.env, resolve=True)
 
     def policy(model: Any) -> Callable[[], Agent]:
-        return lambda: TransformersAgent(path, sampling, model_object=model, processor=processor,
-                                         batch_size=batch_size)
+        return lambda: make_agent("transformers", model=path, sampling=sampling,
+                                  model_object=model, processor=processor, batch_size=batch_size)
 
     log.info("evaluating the initial and the final policy on %d held-out games", games)
     report = evaluate(lambda: envs.make(**env_options), policy(initial_model),

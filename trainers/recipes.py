@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agents.trajectory import GameResult
+from games.registry import Registry
 from trainers.advantages import RoleBaselines, group_normalize
 from trainers.rows import TrainingRow, qa_duel_rows, spy_rows
 from trainers.schedules import FixedAlternation, IterativeSPO
@@ -157,22 +158,19 @@ class GroupRecipe:
 
 #: Recipe builders by game name, each called with the ``selfplay`` options.
 RecipeFactory = Callable[[Mapping[str, Any]], Recipe]
-_RECIPES: dict[str, RecipeFactory] = {}
+RECIPES: Registry[RecipeFactory] = Registry("recipe for the game")
 
 
 def register_recipe(game: str, factory: RecipeFactory, *, replace: bool = False) -> None:
     """Train the game called ``game`` with ``factory(selfplay_options)``."""
-    if game in _RECIPES and not replace:
-        raise ValueError(f"a recipe for {game!r} is already registered; pass replace=True to "
-                         f"replace it")
-    _RECIPES[game] = factory
+    RECIPES.register(game, factory, replace=replace)
 
 
 def make_recipe(game: str, selfplay: Mapping[str, Any]) -> Recipe:
     """The recipe registered for ``game``, else :class:`GroupRecipe` with ``selfplay.repeats``
     plays of each seed."""
-    if game in _RECIPES:
-        return _RECIPES[game](selfplay)
+    if game in RECIPES:
+        return RECIPES[game](selfplay)
     return GroupRecipe(repeats=selfplay["repeats"])
 
 

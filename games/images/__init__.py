@@ -23,6 +23,7 @@ from games.images.base import ImagePair, ImageSource, ProceduralSource, SceneIma
 from games.images.charts import ChartSource
 from games.images.clevr import ClevrSource
 from games.images.folders import ImageFolderSource, PairFolderSource
+from games.registry import Registry
 
 __all__ = [
     "SOURCES", "ChartSource", "ClevrSource", "ImageFolderSource", "ImagePair", "ImageSource",
@@ -30,30 +31,27 @@ __all__ = [
     "register_source",
 ]
 
-SOURCES: dict[str, type[ImageSource]] = {
-    "clevr": ClevrSource,
-    "charts": ChartSource,
-    "pair_folder": PairFolderSource,
-    "image_folder": ImageFolderSource,
-}
-
-
-def register_source(name: str, source_class: type[ImageSource]) -> None:
-    """Make ``source_class`` buildable as ``make_source(name, ...)``."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"an image source name must be a non-empty string, got {name!r}")
+def _check_source(name: str, source_class: type[ImageSource]) -> None:
     if not (isinstance(source_class, type) and issubclass(source_class, ImageSource)):
         raise TypeError(f"image source {name!r} must be a subclass of ImageSource, "
                         f"got {source_class!r}")
-    if SOURCES.get(name, source_class) is not source_class:
-        raise ValueError(f"image source name {name!r} is taken by {SOURCES[name].__name__}")
-    SOURCES[name] = source_class
+
+
+#: Image source classes by name; ``make_source(name, **options)`` builds one.
+SOURCES: Registry[type[ImageSource]] = Registry("image source", check=_check_source)
+SOURCES.register("clevr", ClevrSource)
+SOURCES.register("charts", ChartSource)
+SOURCES.register("pair_folder", PairFolderSource)
+SOURCES.register("image_folder", ImageFolderSource)
+
+
+def register_source(name: str, source_class: type[ImageSource], *, replace: bool = False) -> None:
+    """Make ``source_class`` buildable as ``make_source(name, ...)``."""
+    SOURCES.register(name, source_class, replace=replace)
 
 
 def make_source(name: str, **kwargs: Any) -> ImageSource:
     """The image source registered as ``name``, built with ``kwargs``."""
-    if name not in SOURCES:
-        raise ValueError(f"unknown image source {name!r}; known sources: {', '.join(SOURCES)}")
     source_class = SOURCES[name]
     parameters = inspect.signature(source_class).parameters.values()
     if not any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
