@@ -47,7 +47,6 @@ from trainers.config_checks import (
 from trainers.evaluation import evaluate_training, evaluation_settings
 
 if TYPE_CHECKING:  # torch, transformers and TRL are imported once the config is checked
-
     from trainers.grpo import TrajectoryGRPOTrainer
     from trainers.selfplay import SelfPlay
 
@@ -94,9 +93,8 @@ def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
     check_sharded_training(sharding, cfg.agent.name, cfg.model.lora)
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor, set_seed
-    from trl import GRPOConfig
 
-    from trainers.grpo import TrajectoryGRPOTrainer
+    from trainers.grpo import TrajectoryGRPOConfig, TrajectoryGRPOTrainer
     from trainers.log_metrics import LogMetrics
     from trainers.recipes import make_recipe
     from trainers.selfplay import SaveSelfPlayState, SelfPlay
@@ -107,7 +105,7 @@ def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
     recipe = make_recipe(envs.resolve(env_options["name"]),
                          OmegaConf.to_container(cfg.selfplay, resolve=True))
     try:
-        args = GRPOConfig(output_dir=str(out / "checkpoints"), seed=cfg.seed,
+        args = TrajectoryGRPOConfig(output_dir=str(out / "checkpoints"), seed=cfg.seed,
                           **OmegaConf.to_container(cfg.trainer, resolve=True))
     except ValueError as error:  # TRL's checks across fields
         raise ConfigError(f"trainer: {error}") from None

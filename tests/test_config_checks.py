@@ -87,7 +87,10 @@ def test_model_dtype_and_lora():
     ("trainer.max_steps=1.5", "trainer.max_steps must be an integer (GRPOConfig: max_steps: int)"),
     ("trainer.per_device_train_batch_size=0", "trainer.per_device_train_batch_size must be >= 1"),
     ("trainer.gradient_accumulation_steps=0", "trainer.gradient_accumulation_steps must be >= 1"),
-    ("trainer.num_generations=1", "trainer.num_generations must be >= 2, got 1"),
+    ("+trainer.num_generations=2", "trainer.num_generations is set by train.py; use the games' "
+                                   "own groups"),
+    ("trainer.importance_cap=0.5", "trainer.importance_cap must be >= 1, got 0.5"),
+    ("trainer.importance_cap=big", "trainer.importance_cap must be a number"),
     ("trainer.beta=-0.1", "trainer.beta must be >= 0, got -0.1"),
     ("trainer.epsilon=0", "trainer.epsilon must be > 0, got 0"),
     ("trainer.save_steps=0", "trainer.save_steps must be > 0, and whole when >= 1, got 0"),

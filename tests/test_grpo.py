@@ -7,14 +7,13 @@ import math
 import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
-from trl import GRPOConfig
 
 import envs
 from agents.model import SamplingConfig, banned_token_ids
 from agents.rollout import RolloutRunner
 from agents.transformers_agent import TransformersAgent
 from tests.model_checks import trainer_logprobs
-from trainers.grpo import TrajectoryGRPOTrainer
+from trainers.grpo import TrajectoryGRPOConfig, TrajectoryGRPOTrainer
 from trainers.rows import TrainingRow
 
 
@@ -33,10 +32,11 @@ def played(default_model):
 
 def make_trainer(model, processor, rows, tmp_path, peft_config=None,
                  **options) -> TrajectoryGRPOTrainer:
-    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none",
-                      gradient_checkpointing=False, per_device_train_batch_size=4,
-                      num_generations=2, max_steps=1, learning_rate=1e-2, logging_steps=1,
-                      save_strategy="no", **options)
+    args = TrajectoryGRPOConfig(
+        output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none",
+        gradient_checkpointing=False, per_device_train_batch_size=4,
+        max_steps=1, learning_rate=1e-2, logging_steps=1,
+        save_strategy="no", **options)
     queue = iter(rows)
     return TrajectoryGRPOTrainer(model, processor, args, peft_config=peft_config,
                                  rows=lambda count: [next(queue) for _ in range(count)])
@@ -112,3 +112,36 @@ def test_kl_reference_of_a_lora_model_is_the_base_model(default_model, played, t
             **{k: batch[k] for k in ("pixel_values", "image_grid_thw", "num_images",
                                      "mm_token_type_ids")})[0]
     assert torch.allclose(batch["ref_per_token_logps"][mask], expected[mask], atol=1e-4)
+
+
+def test_the_importance_weight_is_capped_where_the_sampler_found_a_token_unlikely(played,
+                                                                                  tmp_path):
+    """A sampler 100x less sure of every token than the trainer: each weight is the cap."""
+    import dataclasses
+
+    model, processor, rows = played
+    unlikely = [TrainingRow(dataclasses.replace(
+        row.turn, logprobs=[p - math.log(100) for p in row.turn.logprobs]), row.advantage)
+        for row in rows[:4]]
+    trainer = make_trainer(model, processor, unlikely, tmp_path, importance_cap=1.5)
+    batch = trainer._generate_and_score_completions([{}] * 4)
+    mask = batch["completion_mask"].bool()
+    for i, row in enumerate(unlikely):
+        assert batch["advantages"][i][mask[i]].tolist() == pytest.approx(
+            [1.5 * row.advantage] * int(mask[i].sum()))
+
+
+def test_the_config_sets_trl_group_size_itself_and_checks_the_cap(tmp_path):
+    def config(**options):
+        return TrajectoryGRPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none",
+                                    **options)
+
+    assert config(per_device_train_batch_size=48).num_generations == 2
+    assert config(per_device_train_batch_size=9).num_generations == 3
+    assert config(per_device_train_batch_size=1, gradient_accumulation_steps=5
+                  ).num_generations == 5
+    assert config().importance_cap == 3.0
+    with pytest.raises(ValueError, match="num_generations is not an option here"):
+        config(num_generations=4)
+    with pytest.raises(ValueError, match="importance_cap must be >= 1"):
+        config(importance_cap=0.5)

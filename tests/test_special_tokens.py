@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
-from trl import GRPOConfig
 
 from agents.model import BAN_LOGIT_BIAS, SamplingConfig, banned_token_ids, turn_end_ids
 from agents.openai_agent import OpenAIAgent
@@ -23,7 +22,7 @@ from agents.trajectory import TurnRecord
 from agents.transformers_agent import TransformersAgent
 from tests.model_checks import trainer_logprobs
 from tests.test_openai_agent import OBSERVATION, Scripted
-from trainers.grpo import TrajectoryGRPOTrainer
+from trainers.grpo import TrajectoryGRPOConfig, TrajectoryGRPOTrainer
 from trainers.rows import TrainingRow
 
 #: Qwen2-VL's special tokens but its two turn ends (<|im_end|>, <|endoftext|>), in id order.
@@ -83,10 +82,11 @@ def test_a_step_trains_each_completion_up_to_its_first_special_token(
     rows = rows_with_special_tokens
     processor = AutoProcessor.from_pretrained(default_model, padding_side="left")
     model = AutoModelForImageTextToText.from_pretrained(default_model, dtype=torch.float32)
-    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none",
-                      gradient_checkpointing=False, per_device_train_batch_size=len(rows),
-                      num_generations=2, max_steps=1, learning_rate=1e-2, logging_steps=1,
-                      save_strategy="no")
+    args = TrajectoryGRPOConfig(
+        output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none",
+        gradient_checkpointing=False, per_device_train_batch_size=len(rows),
+        max_steps=1, learning_rate=1e-2, logging_steps=1,
+        save_strategy="no")
     trainer = TrajectoryGRPOTrainer(model, processor, args, rows=lambda count: rows[:count])
     banned = set(banned_token_ids(processor.tokenizer))
     with caplog.at_level(logging.WARNING, logger="trainers.grpo"):

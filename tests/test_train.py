@@ -95,9 +95,9 @@ def test_every_config_group_option_composes_into_valid_settings():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
     from peft import LoraConfig
-    from trl import GRPOConfig
 
     from trainers.config_checks import DTYPES
+    from trainers.grpo import TrajectoryGRPOConfig
 
     options = {group: sorted(p.stem for p in (ROOT / "configs" / group).glob("*.yaml"))
                for group in ("env", "model", "agent", "trainer")}
@@ -106,7 +106,7 @@ def test_every_config_group_option_composes_into_valid_settings():
         for trainer in options["trainer"]:
             cfg = compose("train", overrides=[f"trainer={trainer}", "trainer.use_cpu=true",
                                               "trainer.bf16=false"])
-            GRPOConfig(output_dir="unused", **OmegaConf.to_container(cfg.trainer))
+            TrajectoryGRPOConfig(output_dir="unused", **OmegaConf.to_container(cfg.trainer))
         for model in options["model"]:
             cfg = compose("train", overrides=[f"model={model}"])
             assert cfg.model.dtype in DTYPES

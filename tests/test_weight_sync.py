@@ -5,13 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
-from trl import GRPOConfig
 
 from agents.model import SamplingConfig
 from agents.trajectory import TurnRecord
 from agents.vllm_agent import VLLMAgent
 from tests.model_checks import engine_logprobs, trainer_logprobs
-from trainers.grpo import TrajectoryGRPOTrainer
+from trainers.grpo import TrajectoryGRPOConfig, TrajectoryGRPOTrainer
 from trainers.rows import TrainingRow
 from trainers.weight_sync import SyncRolloutWeights
 
@@ -45,9 +44,10 @@ def test_engine_samples_the_trained_weights_after_a_step(engine, default_model,
         model, processor, observation, fixed, excluded=engine.banned_ids), abs=0.02)
 
     rows = [as_row(observation, c, 1.0 if i % 2 else -1.0) for i, c in enumerate(completions)]
-    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=1,
-                      per_device_train_batch_size=4, num_generations=2, learning_rate=1e-2,
-                      save_strategy="no")
+    args = TrajectoryGRPOConfig(
+        output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=1,
+        per_device_train_batch_size=4, learning_rate=1e-2,
+        save_strategy="no")
     sync = SyncRolloutWeights(engine)
     trainer = TrajectoryGRPOTrainer(model, processor, args, rows=lambda count: rows[:count],
                                     callbacks=[sync])

@@ -5,7 +5,8 @@ is allowed.
 - ``model``: ``path`` is null (the tiny player), ``tiny-random``, a local folder holding a
   ``config.json`` or a hub id ``owner/name`` (downloaded on the machine that trains); ``dtype``;
   ``lora`` a mapping or null.
-- ``trainer``: every field is one of the installed TRL's ``GRPOConfig`` (read from its source,
+- ``trainer``: every field is one of the installed TRL's ``GRPOConfig`` or ``importance_cap``
+  (:class:`trainers.grpo.TrajectoryGRPOConfig`'s own; read from its source,
   :mod:`trainers.grpo_fields`; an unknown one is named with the closest field names), of the type
   its annotation allows and, for the fields train.py relies on, in range.
 - ``selfplay``, ``sampling`` (:class:`agents.model.SamplingConfig`'s own checks), ``seed``,
@@ -30,7 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 from agents.model import EMBEDDED_MODELS, SamplingConfig
 from envs.registry import configure, registered, resolve
 from games.checks import check_choice, check_int, check_number
-from trainers.grpo_fields import grpo_config_fields
+from trainers.grpo_fields import GRPOField, grpo_config_fields
 from trainers.schedules import IterativeSPO
 
 
@@ -47,7 +48,11 @@ DTYPES = ("float32", "bfloat16", "float16")
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 #: Trainer fields that train.py sets itself, and what to set instead.
 SET_BY_TRAIN = {"output_dir": "hydra.run.dir (checkpoints go to its checkpoints/ folder)",
-                "seed": "the top-level seed"}
+                "seed": "the top-level seed",
+                "num_generations": "the games' own groups (selfplay.repeats, the spy's roles, "
+                                   "selfplay.questions_per_image)"}
+#: Fields that :class:`trainers.grpo.TrajectoryGRPOConfig` adds to TRL's ``GRPOConfig``.
+TRAJECTORY_FIELDS = {"importance_cap": GRPOField("importance_cap", "float", frozenset({"float"}))}
 #: Ranges of the trainer fields train.py relies on (their types come from ``GRPOConfig``).
 #: ``*_steps`` below 1 are fractions of ``max_steps`` (transformers' rule).
 TRAINER_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
@@ -55,7 +60,7 @@ TRAINER_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
     "max_steps": (">= 1", lambda value: value >= 1),
     "per_device_train_batch_size": (">= 1", lambda value: value >= 1),
     "gradient_accumulation_steps": (">= 1", lambda value: value >= 1),
-    "num_generations": (">= 2", lambda value: value >= 2),
+    "importance_cap": (">= 1", lambda value: value >= 1),
     "beta": (">= 0", lambda value: value >= 0),
     "epsilon": ("> 0", lambda value: value > 0),
     "warmup_steps": (">= 0", lambda value: value >= 0),
@@ -142,7 +147,7 @@ def check_model_path(path: Any) -> None:
 def check_trainer(trainer: dict[str, Any]) -> None:
     """Each ``trainer.*`` option: a field of the installed TRL's ``GRPOConfig``, of its type, in
     range."""
-    fields = grpo_config_fields()
+    fields = grpo_config_fields() | TRAJECTORY_FIELDS
     for name, value in trainer.items():
         if name in SET_BY_TRAIN:
             raise ConfigError(f"trainer.{name} is set by train.py; use {SET_BY_TRAIN[name]}")

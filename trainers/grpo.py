@@ -9,8 +9,9 @@ variants (``loss_type``), the optional KL to a reference (``beta``), logging, ac
 Rows are trained on exactly the token ids the sampler produced — no re-tokenisation: the prompt
 ids as the model saw them (images expanded), the completion ids, and the images, which the
 processor turns into ``pixel_values`` again. The sampler's log-probs give a per-token importance
-weight ``min(exp(trainer - sampler), cap)`` folded into the advantage, so tokens the trainer finds
-far likelier than the sampler did (a stale or numerically different sampler) count less.
+weight ``min(exp(trainer - sampler), importance_cap)`` folded into the advantage, so tokens the
+trainer finds far likelier than the sampler did (a stale or numerically different sampler) count
+less. :class:`TrajectoryGRPOConfig` is TRL's ``GRPOConfig`` with that cap added.
 
 Tokens no model may sample (:func:`agents.model.banned_token_ids`: image placeholders and other
 special tokens) can still arrive in rows from elsewhere (an old run, another server): a completion
@@ -23,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -49,12 +51,38 @@ def rewards_come_from_the_games(**_: Any) -> list[float]:
                        "nothing should ask it for rewards")
 
 
+@dataclass
+class TrajectoryGRPOConfig(GRPOConfig):
+    """TRL's ``GRPOConfig`` for rows played elsewhere: ``importance_cap`` added, and
+    ``num_generations`` not set by the user, since the games make the GRPO groups (each recipe's
+    own: the spy's roles, the duel's questions per image, ``selfplay.repeats``); it is set to
+    the smallest count that passes TRL's checks on the batch."""
+
+    importance_cap: float = field(default=3.0, metadata={
+        "help": "Largest importance weight exp(trainer - sampler log-prob) of a token."})
+    num_generations: int | None = field(default=None, metadata={
+        "help": "Set from the batch size; the games make the groups."})
+
+    def __post_init__(self) -> None:
+        if self.num_generations is not None:
+            raise ValueError("num_generations is not an option here: the games make the GRPO "
+                             "groups (selfplay.repeats, the spy's roles, the duel's "
+                             "questions_per_image)")
+        if not self.importance_cap >= 1.0:
+            raise ValueError(f"importance_cap must be >= 1 (1 = no token up-weighted), got "
+                             f"{self.importance_cap}")
+        batch = self.per_device_train_batch_size
+        if batch < 2:  # TRL wants groups of 2 or more within its batch
+            batch *= self.steps_per_generation or self.gradient_accumulation_steps
+        self.num_generations = next((n for n in range(2, batch + 1) if batch % n == 0), 2)
+        super().__post_init__()
+
+
 class TrajectoryGRPOTrainer(GRPOTrainer):
     """GRPO on recorded turns (see the module docstring). ``rows(count)`` feeds every step;
     ``metrics()``, called after it, gives numbers to log with TRL's (rewards, game stats)."""
 
-    def __init__(self, model: Any, processor: Any, args: GRPOConfig, rows: RowSource,
-                 importance_cap: float = 3.0,
+    def __init__(self, model: Any, processor: Any, args: TrajectoryGRPOConfig, rows: RowSource,
                  metrics: Callable[[], dict[str, float]] | None = None, **trainer_options: Any):
         from datasets import Dataset
 
@@ -66,7 +94,6 @@ class TrajectoryGRPOTrainer(GRPOTrainer):
                          train_dataset=Dataset.from_dict({"prompt": [[]] * size}),
                          **trainer_options)
         self.rows = rows
-        self.importance_cap = importance_cap
         self.game_metrics = metrics
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
@@ -108,7 +135,8 @@ class TrajectoryGRPOTrainer(GRPOTrainer):
                 with self._reference() as reference:
                     ref_logps = self._get_per_token_logps_and_entropies(
                         reference, ids, attention, logits_to_keep, micro_batch, **forward)[0]
-        weight = torch.exp(trainer_logps - sampler_logps.to(device)).clamp(max=self.importance_cap)
+        weight = torch.exp(trainer_logps - sampler_logps.to(device))
+        weight = weight.clamp(max=self.args.importance_cap)
         advantages = torch.tensor([r.advantage for r in rows], device=device)[:, None] * weight
         output = {
             "prompt_ids": prompt_ids, "prompt_mask": prompt_mask,
