@@ -38,6 +38,7 @@ import envs
 from agents import Agent, make_agent
 from agents.model import SamplingConfig, model_path
 from agents.rollout import RolloutRunner
+from envs.configs import store_env_configs
 from trainers.config_checks import (
     ConfigError,
     check_sharded_training,
@@ -216,6 +217,9 @@ def log_to_file_only(level: int, message: str) -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
+
+
+store_env_configs()  # env=<name> for every registered game, from its config dataclass
 
 
 @hydra.main(version_base=None, config_path="configs", config_name="train")

@@ -27,6 +27,7 @@ import envs
 from agents.rollout import RolloutRunner
 from agents.trajectory import GameResult, save_results
 from envs import GameEnv
+from envs.configs import store_env_configs
 from envs.render import save_replay
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,9 @@ def summarize(records: list[GameResult]) -> dict[str, float]:
     summary |= {f"return/{role}": float(np.mean(v)) for role, v in sorted(returns_by_role.items())}
     summary |= {name: float(np.mean(v)) for name, v in sorted(values_by_stat.items())}
     return summary
+
+
+store_env_configs()  # env=<name> for every registered game, from its config dataclass
 
 
 @hydra.main(version_base=None, config_path="../configs", config_name="arena")

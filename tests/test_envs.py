@@ -5,25 +5,38 @@ checked for every game by the conformance suite (tests/test_conformance.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+from omegaconf import OmegaConf
 
 import envs
 from envs.spaces import FreeText, ImageArray
 
-CONFIGS = Path(__file__).parent.parent / "configs" / "env"
+CONFIGS = Path(__file__).parent.parent / "configs"
 
 
-def test_every_registered_env_has_a_config_file_that_makes_it():
-    for name in envs.registered():
-        config = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
-        env = envs.make(**config)
-        env.reset(seed=0)
-        assert env.agents
+def test_every_registered_env_is_a_hydra_config_made_from_its_dataclass_defaults():
+    from hydra import compose, initialize_config_dir
+
+    from envs.configs import store_env_configs
+
+    store_env_configs()
+    with initialize_config_dir(str(CONFIGS), version_base=None):
+        for name in envs.registered():
+            config = OmegaConf.to_container(compose("arena", overrides=[f"env={name}"]).env)
+            game_class = envs.spec(name).game_class()
+            defaults = json.loads(json.dumps(dataclasses.asdict(game_class.config_class())))
+            assert config == {"name": name, **defaults}
+            env = envs.make(**config)
+            env.reset(seed=0)
+            assert env.agents
+        changed = compose("arena", overrides=["env=spy", "env.num_players=5"]).env
+        assert envs.make(**changed).possible_agents[-1] == "player_5"
+    assert not (CONFIGS / "env").exists()  # the dataclasses are the one source of defaults
 
 
 def play(env, actions, seed=0):

@@ -96,11 +96,14 @@ def test_every_config_group_option_composes_into_valid_settings():
     from omegaconf import OmegaConf
     from peft import LoraConfig
 
+    from envs.configs import store_env_configs
     from trainers.config_checks import DTYPES
     from trainers.grpo import TrajectoryGRPOConfig
 
+    store_env_configs()  # as train.py does
+
     options = {group: sorted(p.stem for p in (ROOT / "configs" / group).glob("*.yaml"))
-               for group in ("env", "model", "agent", "trainer")}
+               for group in ("model", "agent", "trainer")}  # env: tests/test_envs.py
     assert {"transformers", "vllm"} <= set(options["agent"]) and "gpu" in options["trainer"]
     with initialize_config_dir(str(ROOT / "configs"), version_base=None):
         for trainer in options["trainer"]:
