@@ -46,6 +46,7 @@ from trainers.config_checks import (
     sharding_from_launcher,
 )
 from trainers.evaluation import evaluate_training, evaluation_settings
+from trainers.selfplay_config import SelfPlayConfig, store_selfplay_defaults
 
 if TYPE_CHECKING:  # torch, transformers and TRL are imported once the config is checked
     from trainers.grpo import TrajectoryGRPOTrainer
@@ -103,8 +104,8 @@ def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
 
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out / "tensorboard"))
     env_options = OmegaConf.to_container(cfg.env, resolve=True)
-    recipe = make_recipe(envs.resolve(env_options["name"]),
-                         OmegaConf.to_container(cfg.selfplay, resolve=True))
+    options = SelfPlayConfig(**OmegaConf.to_container(cfg.selfplay, resolve=True))
+    recipe = make_recipe(envs.resolve(env_options["name"]), options)
     try:
         args = TrajectoryGRPOConfig(output_dir=str(out / "checkpoints"), seed=cfg.seed,
                           **OmegaConf.to_container(cfg.trainer, resolve=True))
@@ -138,11 +139,11 @@ def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
                  next(model.parameters()).device)
 
     runner = RolloutRunner(lambda: envs.make(**env_options), policy,
-                           parallel_games=cfg.selfplay.games_per_round)
-    selfplay = SelfPlay(runner, recipe, cfg.selfplay.games_per_round,
+                           parallel_games=options.games_per_round)
+    selfplay = SelfPlay(runner, recipe, options.games_per_round,
                         seed=(cfg.seed * args.world_size + rank) * 1_000_000_000,
-                        after_rollouts=after_rollouts, asynchronous=cfg.selfplay.asynchronous,
-                        rounds_per_stage=cfg.selfplay.rounds_per_stage,
+                        after_rollouts=after_rollouts, asynchronous=options.asynchronous,
+                        rounds_per_stage=options.rounds_per_stage,
                         replays=out / "replays" if rank == 0 else None)
     # the push waits for games still being played (asynchronous play) before the weights change
     callbacks = [SyncRolloutWeights(policy, before_push=selfplay.wait_for_rollouts)
@@ -220,6 +221,7 @@ def log_to_file_only(level: int, message: str) -> None:
 
 
 store_env_configs()  # env=<name> for every registered game, from its config dataclass
+store_selfplay_defaults()  # selfplay.*, from trainers.selfplay_config.SelfPlayConfig
 
 
 @hydra.main(version_base=None, config_path="configs", config_name="train")

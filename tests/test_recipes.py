@@ -7,17 +7,16 @@ import pytest
 
 from agents.trajectory import GameResult, TurnRecord
 from trainers.recipes import (
+    RECIPES,
     DuelRecipe,
     GroupRecipe,
     SpyRecipe,
     make_recipe,
     register_recipe,
 )
+from trainers.selfplay_config import SelfPlayConfig
 
-SELFPLAY = {"schedule": "paper", "min_steps": 5, "cycle": 1, "baseline_decay": 0.95,
-            "questions_per_image": 4, "repeats": 3,
-            "switch": {"rho": 0.8, "to_clue_accuracy": 0.3, "to_clue_na": 0.1,
-                       "to_decision_error": 0.75, "to_decision_na": 0.5}}
+SELFPLAY = SelfPlayConfig(repeats=3)
 
 
 def turn(game_id: str, seat: str, reward: float, played: bool = True) -> TurnRecord:
@@ -63,5 +62,21 @@ def test_a_registered_recipe_is_used_and_not_silently_replaced():
         register_recipe("count_twice", lambda selfplay: GroupRecipe())
     register_recipe("count_twice", lambda selfplay: GroupRecipe(repeats=5), replace=True)
     assert make_recipe("count_twice", SELFPLAY).repeats == 5
+    RECIPES.unregister("count_twice")
     with pytest.raises(ValueError, match="repeats must be >= 1"):
         GroupRecipe(repeats=0)
+
+
+def test_selfplay_config_is_the_one_source_of_defaults_and_names_a_bad_field():
+    from trainers.selfplay_config import TINY_PLAYER_SWITCH
+
+    assert SelfPlayConfig().switch == TINY_PLAYER_SWITCH and SelfPlayConfig().repeats == 4
+    for options, message in (({"games_per_round": 0}, "games_per_round must be an integer >= 1"),
+                             ({"schedule": "fast"}, "schedule must be one of"),
+                             ({"switch": {**TINY_PLAYER_SWITCH, "rho": 2}},
+                              "switch.rho must be in"),
+                             ({"switch": [1]}, "switch must be a mapping"),
+                             ({"baseline_decay": 1.0}, "baseline_decay must be in [0, 1)"),
+                             ({"asynchronous": "yes"}, "asynchronous must be true or false")):
+        with pytest.raises(ValueError, match=message.replace("[", r"\[").replace(")", r"\)")):
+            SelfPlayConfig(**options)

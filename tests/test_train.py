@@ -99,8 +99,10 @@ def test_every_config_group_option_composes_into_valid_settings():
     from envs.configs import store_env_configs
     from trainers.config_checks import DTYPES
     from trainers.grpo import TrajectoryGRPOConfig
+    from trainers.selfplay_config import store_selfplay_defaults
 
     store_env_configs()  # as train.py does
+    store_selfplay_defaults()
 
     options = {group: sorted(p.stem for p in (ROOT / "configs" / group).glob("*.yaml"))
                for group in ("model", "agent", "trainer")}  # env: tests/test_envs.py

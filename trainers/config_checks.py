@@ -30,9 +30,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from agents.model import EMBEDDED_MODELS, SamplingConfig
 from envs.registry import configure, registered, resolve
-from games.checks import check_choice, check_int, check_number
+from games.checks import check_int
 from trainers.grpo_fields import GRPOField, grpo_config_fields
-from trainers.schedules import IterativeSPO
+from trainers.selfplay_config import TINY_PLAYER_SWITCH, SelfPlayConfig
 
 
 class ConfigError(ValueError):
@@ -72,12 +72,10 @@ TRAINER_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
 #: The agent options of ``configs/agent/*.yaml``: positive integers and booleans.
 AGENT_COUNTS = ("batch_size", "max_model_len", "max_images", "chunk_mb", "group_port")
 AGENT_FLAGS = ("enforce_eager", "sleep")
-SELFPLAY_KEYS = ("games_per_round", "schedule", "min_steps", "switch", "cycle", "baseline_decay",
-                 "questions_per_image", "repeats", "rounds_per_stage", "asynchronous")
 #: The backends that play on other GPUs or machines, so that games can go on during an update.
 REMOTE_AGENTS = ("vllm_server",)
 #: Iterative-SPO's moving-average rate and thresholds (``selfplay.switch``).
-SWITCH_KEYS = ("rho", "to_clue_accuracy", "to_clue_na", "to_decision_error", "to_decision_na")
+SWITCH_KEYS = tuple(TINY_PLAYER_SWITCH)
 
 
 def check_train_config(cfg: DictConfig, *, config_file: Path, agents: Collection[str]) -> None:
@@ -102,11 +100,13 @@ def check_train_config(cfg: DictConfig, *, config_file: Path, agents: Collection
 
 
 def primary_keys(config_file: Path) -> list[str]:
-    """The top-level keys of a primary config: its own and its defaults list's groups."""
+    """The top-level keys of a primary config: its own, its defaults list's groups
+    (``optional recipe: ...`` is ``recipe``) and the packages of its configs (``name@package``)."""
     config = OmegaConf.load(config_file)
-    groups = [next(iter(entry)) for entry in config.get("defaults", [])
-              if isinstance(entry, Mapping)]
-    return groups + [key for key in config if key not in ("defaults", "hydra")]
+    merged = [next(iter(entry)).removeprefix("optional ") if isinstance(entry, Mapping)
+              else entry.partition("@")[2] for entry in config.get("defaults", [])]
+    return [key for key in merged if key] + [key for key in config
+                                             if key not in ("defaults", "hydra")]
 
 
 def check_model(model: dict[str, Any]) -> None:
@@ -168,28 +168,12 @@ def check_trainer(trainer: dict[str, Any]) -> None:
 
 
 def check_selfplay(selfplay: dict[str, Any]) -> None:
-    """The self-play row source's and the recipes' options."""
-    _check_keys("selfplay", selfplay, SELFPLAY_KEYS, required=SELFPLAY_KEYS)
-    check_int_value("selfplay.games_per_round", selfplay["games_per_round"], 1)
-    _checked(check_choice, "selfplay.schedule", selfplay["schedule"], ("paper", "alternate"))
-    check_int_value("selfplay.min_steps", selfplay["min_steps"], 0)
-    switch = selfplay["switch"]
-    if not isinstance(switch, dict):
-        raise ConfigError(f"selfplay.switch must be a mapping of {', '.join(SWITCH_KEYS)}, "
-                          f"got {switch!r}")
-    _check_keys("selfplay.switch", switch, SWITCH_KEYS, required=SWITCH_KEYS)
-    _construct("selfplay.switch", IterativeSPO, switch)
-    check_int_value("selfplay.cycle", selfplay["cycle"], 1)
-    check_int_value("selfplay.questions_per_image", selfplay["questions_per_image"], 1)
-    check_int_value("selfplay.repeats", selfplay["repeats"], 1)
-    check_int_value("selfplay.rounds_per_stage", selfplay["rounds_per_stage"], 1)
-    if not isinstance(selfplay["asynchronous"], bool):
-        raise ConfigError(f"selfplay.asynchronous must be true or false, got "
-                          f"{selfplay['asynchronous']!r}")
-    decay = selfplay["baseline_decay"]
-    _checked(check_number, "selfplay.baseline_decay", decay, 0)
-    if decay >= 1:
-        raise ConfigError(f"selfplay.baseline_decay must be in [0, 1), got {decay!r}")
+    """The self-play row source's and the recipes' options (:class:`SelfPlayConfig`)."""
+    keys = SelfPlayConfig.keys()
+    _check_keys("selfplay", selfplay, keys, required=keys)
+    if isinstance(selfplay["switch"], dict):
+        _check_keys("selfplay.switch", selfplay["switch"], SWITCH_KEYS, required=SWITCH_KEYS)
+    _construct("selfplay", SelfPlayConfig, selfplay)
 
 
 def check_sampling(sampling: dict[str, Any]) -> None:

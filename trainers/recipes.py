@@ -26,7 +26,7 @@ A game of one's own registers its recipe beside its environment::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,6 +35,7 @@ from games.registry import Registry
 from trainers.advantages import RoleBaselines, group_normalize
 from trainers.rows import TrainingRow, qa_duel_rows, spy_rows
 from trainers.schedules import FixedAlternation, IterativeSPO
+from trainers.selfplay_config import SelfPlayConfig
 
 
 class Recipe(Protocol):
@@ -157,7 +158,7 @@ class GroupRecipe:
 
 
 #: Recipe builders by game name, each called with the ``selfplay`` options.
-RecipeFactory = Callable[[Mapping[str, Any]], Recipe]
+RecipeFactory = Callable[[SelfPlayConfig], Recipe]
 RECIPES: Registry[RecipeFactory] = Registry("recipe for the game")
 
 
@@ -166,26 +167,23 @@ def register_recipe(game: str, factory: RecipeFactory, *, replace: bool = False)
     RECIPES.register(game, factory, replace=replace)
 
 
-def make_recipe(game: str, selfplay: Mapping[str, Any]) -> Recipe:
+def make_recipe(game: str, selfplay: SelfPlayConfig) -> Recipe:
     """The recipe registered for ``game``, else :class:`GroupRecipe` with ``selfplay.repeats``
     plays of each seed."""
     if game in RECIPES:
         return RECIPES[game](selfplay)
-    return GroupRecipe(repeats=selfplay["repeats"])
+    return GroupRecipe(repeats=selfplay.repeats)
 
 
-def _spy(selfplay: Mapping[str, Any]) -> SpyRecipe:
-    if selfplay["schedule"] not in ("paper", "alternate"):
-        raise ValueError(f"selfplay.schedule must be 'paper' or 'alternate', "
-                         f"got {selfplay['schedule']!r}")
-    schedule = (IterativeSPO(min_steps=selfplay["min_steps"], **selfplay["switch"])
-                if selfplay["schedule"] == "paper" else FixedAlternation(cycle=selfplay["cycle"]))
-    return SpyRecipe(schedule, RoleBaselines(decay=selfplay["baseline_decay"]))
+def _spy(selfplay: SelfPlayConfig) -> SpyRecipe:
+    schedule = (IterativeSPO(min_steps=selfplay.min_steps, **selfplay.switch)
+                if selfplay.schedule == "paper" else FixedAlternation(cycle=selfplay.cycle))
+    return SpyRecipe(schedule, RoleBaselines(decay=selfplay.baseline_decay))
 
 
-def _duel(selfplay: Mapping[str, Any]) -> DuelRecipe:
-    return DuelRecipe(FixedAlternation(cycle=selfplay["cycle"], stages=("question", "answer")),
-                      repeats=selfplay["questions_per_image"])
+def _duel(selfplay: SelfPlayConfig) -> DuelRecipe:
+    return DuelRecipe(FixedAlternation(cycle=selfplay.cycle, stages=("question", "answer")),
+                      repeats=selfplay.questions_per_image)
 
 
 register_recipe("spy", _spy)
