@@ -31,7 +31,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from agents.base import Agent, Completion
 from agents.trajectory import GameResult, TurnRecord
@@ -62,7 +62,15 @@ class _Slot:
     turns: dict[int, TurnRecord] = field(default_factory=dict)
 
 
-Request = tuple[int, int, str, dict[str, Any]]  # game number, turn index, seat, observation
+class Request(NamedTuple):
+    """One pending turn of one of the runner's games, on its way to an agent."""
+
+    game: int  # the game's number in the run
+    turn: int  # the turn's index in its game
+    seat: str
+    observation: dict[str, Any]
+
+
 Seating = Callable[[str, str], Agent]  # (seat, role) -> the agent that plays that seat's turn
 
 
@@ -71,8 +79,8 @@ def _repeated_prompts(batch: list[Request]) -> dict[int, list[list[Request]]]:
     answering several times) form one group; groups are keyed by their size, ``n``."""
     groups: dict[tuple, list[Request]] = {}
     for request in batch:
-        number, _, seat, observation = request
-        key = (number, seat, observation["prompt"], tuple(map(id, observation["images"])))
+        images = tuple(map(id, request.observation["images"]))  # alive: the batch holds them
+        key = (request.game, request.seat, request.observation["prompt"], images)
         groups.setdefault(key, []).append(request)
     by_size: dict[int, list[list[Request]]] = {}
     for group in groups.values():
@@ -123,7 +131,7 @@ class RolloutRunner:
         next_number, results = len(slots), {}
         while slots:
             self._play_one_step(slots)
-            for slot in [s for s in slots if s.env.game.done]:
+            for slot in [s for s in slots if s.env.game_over]:
                 results[slot.number] = self._finish(slot)
                 if on_game_end is not None:
                     on_game_end(slot.number, slot.env)
@@ -154,12 +162,12 @@ class RolloutRunner:
             for seat, observation, info in pending[slot.number]:
                 agent = played_by[slot.number, info["turn"]] = self._agent_for(seat, info["role"])
                 batches.setdefault(id(agent), (agent, []))[1].append(
-                    (slot.number, info["turn"], seat, observation))
+                    Request(slot.number, info["turn"], seat, observation))
         completions: dict[tuple[int, int], Completion] = {}
         for agent, batch in batches.values():
             for n, groups in _repeated_prompts(batch).items():
                 started = time.perf_counter()
-                observations = [group[0][3] for group in groups]
+                observations = [group[0].observation for group in groups]
                 answers = (agent.sample(observations, n) if n > 1
                            else [[c] for c in agent.act(observations)])
                 self.timings.agent_seconds += time.perf_counter() - started
@@ -169,8 +177,8 @@ class RolloutRunner:
                                        f"{sum(map(len, answers))} completions for "
                                        f"{n * len(groups)} requests")
                 for group, samples in zip(groups, answers, strict=True):
-                    for (number, turn, _, _), completion in zip(group, samples, strict=True):
-                        completions[number, turn] = completion
+                    for request, completion in zip(group, samples, strict=True):
+                        completions[request.game, request.turn] = completion
         for slot in slots:  # each game takes its answers in the order pending_turns gave them
             for seat, observation, info in pending[slot.number]:
                 completion = completions[slot.number, info["turn"]]
@@ -183,6 +191,10 @@ class RolloutRunner:
                     images=list(observation["images"]), text=completion.text,
                     prompt_ids=completion.prompt_ids, completion_ids=completion.completion_ids,
                     logprobs=completion.logprobs)
+                if slot.env.agent_selection != seat:  # the contract of pending_turns
+                    raise RuntimeError(f"{slot.env.metadata['name']}: pending_turns gave "
+                                       f"{seat}'s turn, but step would take "
+                                       f"{slot.env.agent_selection}'s")
                 slot.env.step(completion.text)
                 self.timings.turns += 1
 

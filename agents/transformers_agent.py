@@ -62,20 +62,22 @@ class TransformersAgent(Agent):
         inputs = self.processor(text=texts, images=images or None, padding=True,
                                 return_tensors="pt").to(self.model.device)
         [seed] = self.seeds.take(1)
-        if seed is not None:
-            torch.manual_seed(seed)
         greedy = is_greedy(self.sampling)
         training = self.model.training  # a trainer's model: sample in eval mode, with the KV
         self.model.eval()  # cache (gradient checkpointing turns it off in train mode)
-        try:
-            output = self.model.generate(
-                **inputs, max_new_tokens=self.sampling.max_tokens, do_sample=not greedy,
-                temperature=None if greedy else self.sampling.temperature,
-                top_p=None if greedy else self.sampling.top_p, top_k=None,
-                eos_token_id=sorted(self.stop_ids),
-                pad_token_id=self.processor.tokenizer.pad_token_id,
-                suppress_tokens=self.banned_ids or None, return_dict_in_generate=True,
-                output_scores=True, use_cache=True)
+        cuda = [self.model.device] if self.model.device.type == "cuda" else []
+        try:  # seeded on a fork of the process's RNG, which a trainer shares, not on it
+            with torch.random.fork_rng(devices=cuda, enabled=seed is not None):
+                if seed is not None:
+                    torch.manual_seed(seed)
+                output = self.model.generate(
+                    **inputs, max_new_tokens=self.sampling.max_tokens, do_sample=not greedy,
+                    temperature=None if greedy else self.sampling.temperature,
+                    top_p=None if greedy else self.sampling.top_p, top_k=None,
+                    eos_token_id=sorted(self.stop_ids),
+                    pad_token_id=self.processor.tokenizer.pad_token_id,
+                    suppress_tokens=self.banned_ids or None, return_dict_in_generate=True,
+                    output_scores=True, use_cache=True)
         finally:
             self.model.train(training)
         prompt_length = inputs["input_ids"].shape[1]

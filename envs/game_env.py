@@ -116,6 +116,12 @@ class GameEnv(AECEnv):
         else:
             self._select_next_turn()
 
+    @property
+    def game_over(self) -> bool:
+        """True once the game has ended (no turn pending, rewards final), before the agents'
+        last ``step(None)`` of the AEC loop."""
+        return self.game is not None and self.game.done
+
     def pending_turns(self) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
         """Every turn that can be played now, as (agent, observation, info), in the order
         :meth:`step` takes them. They are simultaneous: answering them one after another with
@@ -140,8 +146,10 @@ class GameEnv(AECEnv):
     def _observation_of(self, turn: Turn) -> dict[str, Any]:
         observation = self._observations.get(turn.index)
         if observation is None:
+            # turns that share a context (repeated samples) share its JSON; the game keeps every
+            # turn (and so every context) alive until the next reset clears this cache
             context = self._contexts.get(id(turn.context))
-            if context is None:  # turns that share a context (repeated samples) share its JSON
+            if context is None:
                 context = self._contexts[id(turn.context)] = json.dumps(turn.context)
             observation = {"prompt": turn.prompt, "images": turn.images, "phase": turn.phase,
                            "context": context}

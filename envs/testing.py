@@ -314,7 +314,7 @@ class _Suite:
             return played
         self.check_invariants(played.env.game, where + ", after the reset")
         opened = {turn.index for turn in played.env.game.pending()}
-        while not played.env.game.done:
+        while not played.env.game_over:
             if len(played.actions) == self.max_turns:
                 self.fail("game ends", self.at_the_end(played), f"not over after max_turns="
                           f"{self.max_turns} turns; pending: "

@@ -51,6 +51,15 @@ def test_greedy_is_deterministic_and_seeds_replay(default_model, spy_observation
     assert first.act(spy_observations) == second.act(spy_observations)
 
 
+def test_seeded_sampling_leaves_the_process_rng_to_the_trainer(agent, spy_observations):
+    """The trainer shares the process's RNG; a seeded agent samples on a fork of it."""
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    agent.act(spy_observations)
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_a_training_model_samples_as_in_eval_mode_and_stays_in_training(default_model,
                                                                          spy_observations):
     """A trainer's model is in train mode with gradient checkpointing, which turns the KV cache
