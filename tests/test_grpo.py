@@ -145,3 +145,26 @@ def test_the_config_sets_trl_group_size_itself_and_checks_the_cap(tmp_path):
         config(num_generations=4)
     with pytest.raises(ValueError, match="importance_cap must be >= 1"):
         config(importance_cap=0.5)
+
+
+def test_the_private_trl_surface_the_trainer_relies_on_is_there():
+    """TrajectoryGRPOTrainer overrides and calls private parts of TRL's GRPOTrainer; a TRL
+    release that renames or reshapes them fails here, by name, rather than mid-training."""
+    import inspect
+
+    from trl import GRPOTrainer
+    from trl.trainer import utils as trl_utils
+
+    generate = inspect.signature(GRPOTrainer._generate_and_score_completions).parameters
+    assert list(generate) == ["self", "inputs"]
+    logps = list(inspect.signature(GRPOTrainer._get_per_token_logps_and_entropies).parameters)
+    assert logps[:6] == ["self", "model", "input_ids", "attention_mask", "logits_to_keep",
+                         "batch_size"]
+    assert {"pixel_values", "image_grid_thw", "num_images", "mm_token_type_ids"} <= set(logps)
+    loss = inspect.getsource(GRPOTrainer._compute_loss)  # reads what the override returns
+    for key in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages",
+                "num_items_in_batch", "ref_per_token_logps", "mm_token_type_ids"):
+        assert f'"{key}"' in loss, key
+    assert "self._metrics = " in inspect.getsource(GRPOTrainer.__init__)
+    assert callable(trl_utils.use_adapter)
+    assert callable(GRPOTrainer._load_from_checkpoint)
