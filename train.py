@@ -104,11 +104,11 @@ def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
 
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out / "tensorboard"))
     env_options = OmegaConf.to_container(cfg.env, resolve=True)
-    options = SelfPlayConfig(**OmegaConf.to_container(cfg.selfplay, resolve=True))
-    recipe = make_recipe(envs.resolve(env_options["name"]), options)
+    selfplay_options = SelfPlayConfig(**OmegaConf.to_container(cfg.selfplay, resolve=True))
+    recipe = make_recipe(envs.resolve(env_options["name"]), selfplay_options)
     try:
         args = TrajectoryGRPOConfig(output_dir=str(out / "checkpoints"), seed=cfg.seed,
-                          **OmegaConf.to_container(cfg.trainer, resolve=True))
+                                    **OmegaConf.to_container(cfg.trainer, resolve=True))
     except ValueError as error:  # TRL's checks across fields
         raise ConfigError(f"trainer: {error}") from None
     if sharding and args.device.type == "cpu":
@@ -139,11 +139,12 @@ def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
                  next(model.parameters()).device)
 
     runner = RolloutRunner(lambda: envs.make(**env_options), policy,
-                           parallel_games=options.games_per_round)
-    selfplay = SelfPlay(runner, recipe, options.games_per_round,
+                           parallel_games=selfplay_options.games_per_round)
+    selfplay = SelfPlay(runner, recipe, selfplay_options.games_per_round,
                         seed=(cfg.seed * args.world_size + rank) * 1_000_000_000,
-                        after_rollouts=after_rollouts, asynchronous=options.asynchronous,
-                        rounds_per_stage=options.rounds_per_stage,
+                        after_rollouts=after_rollouts,
+                        asynchronous=selfplay_options.asynchronous,
+                        rounds_per_stage=selfplay_options.rounds_per_stage,
                         replays=out / "replays" if rank == 0 else None)
     # the push waits for games still being played (asynchronous play) before the weights change
     callbacks = [SyncRolloutWeights(policy, before_push=selfplay.wait_for_rollouts)

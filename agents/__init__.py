@@ -59,8 +59,10 @@ def _model_agent(backend: str) -> Callable[..., Agent]:
 AGENTS: Registry[Callable[..., Agent]] = Registry("agent")
 AGENTS.register("random", _random)
 AGENTS.register("scripted", _scripted)
-for backend in ("transformers", "vllm", "vllm_server", "openai"):
-    AGENTS.register(backend, _model_agent(backend))
+AGENTS.register("transformers", _model_agent("transformers"))
+AGENTS.register("vllm", _model_agent("vllm"))
+AGENTS.register("vllm_server", _model_agent("vllm_server"))
+AGENTS.register("openai", _model_agent("openai"))
 
 
 def make_agent(name: str, *, game: str | None = None, **kwargs: Any) -> Agent:
