@@ -150,6 +150,13 @@ class SpyConfig:
         self.templates = PROMPTS.with_overrides(self.prompts)
 
 
+def _player_of(turn: Turn) -> int | None:
+    """The player number of a turn's seat (``player_3`` -> 3); None for the observer. The rules
+    read it from the seat, never from ``turn.context``, which is for scripted agents."""
+    kind, _, number = turn.seat.rpartition("_")
+    return int(number) if kind == "player" else None
+
+
 class SpyGame(Game):
     """One game of Who Is the Spy; see the module docstring for the rules."""
 
@@ -247,7 +254,7 @@ class SpyGame(Game):
             if not clue or len(clue) > self.config.max_clue_chars:
                 return Move(turn, text or "", valid=False, shown=INVALID_CLUE)
             return Move(turn, text, valid=True, shown=clue, value=clue)
-        voter = turn.context["player"]
+        voter = _player_of(turn)
         vote = parse_vote(text or "", self.config.num_players, voter)
         shown = ("N/A" if vote.abstain else f"vote: {vote.player}" if vote.valid
                  else "invalid vote")
@@ -262,7 +269,7 @@ class SpyGame(Game):
         penalty = self.config.invalid_clue_penalty
         for move in self.moves:
             if move.turn.phase == "clue":
-                move.reward = clue_rewards[move.turn.context["player"]] - (
+                move.reward = clue_rewards[_player_of(move.turn)] - (
                     0.0 if move.valid else penalty)
         for p in range(1, self.config.num_players + 1):
             seat = f"player_{p}"
@@ -321,7 +328,7 @@ class SpyGame(Game):
             return
         clue_rewards: dict[int, float] = {}
         for move in self.moves_of(phase="clue"):
-            player = move.turn.context["player"]
+            player = _player_of(move.turn)
             reward = move.reward + (0.0 if move.valid else self.config.invalid_clue_penalty)
             expected = clue_rewards.setdefault(player, reward)
             assert np.isclose(reward, expected), (
@@ -338,7 +345,7 @@ class SpyGame(Game):
     # ----- what prompts and contexts are made of -----
 
     def _clues(self) -> list[dict[str, Any]]:
-        return [{"round": m.turn.round, "player": m.turn.context["player"], "clue": m.shown}
+        return [{"round": m.turn.round, "player": _player_of(m.turn), "clue": m.shown}
                 for m in self.moves_of(phase="clue")]
 
     def _clue_lines(self) -> str:
@@ -361,7 +368,7 @@ class SpyGame(Game):
             if move.turn.round != last_round:
                 lines.append(f"Round {move.turn.round}:")
                 last_round = move.turn.round
-            speaker = move.turn.context["player"]
+            speaker = _player_of(move.turn)
             if speaker != player:
                 lines.append(f"  Player {speaker}: {move.shown}")
                 continue
