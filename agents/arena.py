@@ -7,9 +7,10 @@ As a script (Hydra; ``configs/arena.yaml``)::
     python -m agents.arena agent=vllm +agent.max_tokens=64   # the default tiny VLM
     python -m agents.arena env=spy +seats.player_1=random  # one seat against the others
 
-It writes ``summary.json`` (mean return per role, mean of each game statistic), HTML replays of
-the first games and, with ``trajectories=true``, every turn (:mod:`agents.trajectory`) to Hydra's
-output directory.
+It logs who sits where and its progress, and writes ``summary.json`` (mean return per role, per
+seat and per agent, mean of each game statistic), ``replays/index.html`` (every game: seats, roles,
+returns, a link to its replay), HTML replays of the first games and, with ``trajectories=true``,
+every turn (:mod:`agents.trajectory`) to Hydra's output directory.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from html import escape
 from pathlib import Path
 
 import hydra
@@ -33,19 +35,50 @@ from envs.render import save_replay
 log = logging.getLogger(__name__)
 
 
-def summarize(records: list[GameResult]) -> dict[str, float]:
-    """``games``, the mean return of each role (``return/<role>``) and the mean of each stat."""
-    returns_by_role: dict[str, list[float]] = defaultdict(list)
+def summarize(records: list[GameResult],
+              seat_agents: dict[str, str] | None = None) -> dict[str, float]:
+    """``games``, the mean return of each role (``return/<role>``), of each seat
+    (``return/seat/<seat>``) and, given who sat where, of each agent over all its seats
+    (``return/agent/<name>``), and the mean of each stat."""
+    by_role: dict[str, list[float]] = defaultdict(list)
+    by_seat: dict[str, list[float]] = defaultdict(list)
+    by_agent: dict[str, list[float]] = defaultdict(list)
     values_by_stat: dict[str, list[float]] = defaultdict(list)
     for record in records:
         for seat, role in record.roles.items():
-            returns_by_role[role].append(record.returns[seat])
+            by_role[role].append(record.returns[seat])
+            by_seat[seat].append(record.returns[seat])
+            if seat_agents is not None:
+                by_agent[seat_agents[seat]].append(record.returns[seat])
         for name, value in record.stats.items():
             values_by_stat[name].append(value)
     summary = {"games": float(len(records))}
-    summary |= {f"return/{role}": float(np.mean(v)) for role, v in sorted(returns_by_role.items())}
+    for prefix, values in (("return/", by_role), ("return/seat/", by_seat),
+                           ("return/agent/", by_agent)):
+        summary |= {f"{prefix}{key}": float(np.mean(v)) for key, v in sorted(values.items())}
     summary |= {name: float(np.mean(v)) for name, v in sorted(values_by_stat.items())}
     return summary
+
+
+def write_index(records: list[GameResult], seat_agents: dict[str, str], replays: int,
+                path: Path) -> None:
+    """A page listing every game: who sat where, roles, returns, and a link to its replay (the
+    first ``replays`` games have one)."""
+    seats = list(seat_agents)
+    head = "".join(f"<th>{escape(seat)} ({escape(seat_agents[seat])})</th>" for seat in seats)
+    rows = []
+    for number, record in enumerate(records):
+        name = f"game-{number:03d}.html"
+        game = f'<a href="{name}">{number}</a>' if number < replays else str(number)
+        cells = "".join(f"<td>{escape(record.roles[seat])} {record.returns[seat]:+.2f}</td>"
+                        for seat in seats)
+        rows.append(f"<tr><td>{game}</td><td>{escape(record.game_id)}</td>{cells}</tr>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "<!doctype html><meta charset='utf-8'><title>arena games</title>"
+        "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left}</style>"
+        f"<h1>{len(records)} games</h1><p>each seat: role and return</p>"
+        f"<table><tr><th>game</th><th>id</th>{head}</tr>{''.join(rows)}</table>")
 
 
 store_env_configs()  # env=<name> for every registered game, from its config dataclass
@@ -60,25 +93,36 @@ def main(cfg: DictConfig) -> None:
     name = env_options["name"]
     seats = envs.make(**env_options).possible_agents
     options = OmegaConf.to_container(cfg.agent, resolve=True)
-    shared = make_agent(options.pop("name"), game=name, seed=cfg.seed, **options)
+    shared_name = options.pop("name")
+    shared = make_agent(shared_name, game=name, seed=cfg.seed, **options)
+    unknown = sorted(set(cfg.seats) - set(seats))
+    if unknown:
+        raise ValueError(f"seats {unknown} are not seats of {name}: {list(seats)}")
+    seat_agents = {seat: cfg.seats.get(seat, shared_name) for seat in seats}
     agents = {seat: make_agent(cfg.seats[seat], game=name, seed=cfg.seed + 1 + i)
               if seat in cfg.seats else shared for i, seat in enumerate(seats)}
     out = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
+    log.info("%d games of %s; seats: %s", cfg.games, name,
+             ", ".join(f"{seat}={agent}" for seat, agent in seat_agents.items()))
+    every = max(1, cfg.games // 10)
 
-    def keep_replay(number: int, env: GameEnv) -> None:
+    def after_game(number: int, env: GameEnv) -> None:
         if number < cfg.replays:
             save_replay(env.game, out / "replays" / f"game-{number:03d}.html")
+        if (number + 1) % every == 0 or number + 1 == cfg.games:
+            log.info("game %d of %d played", number + 1, cfg.games)
 
     runner = RolloutRunner(lambda: envs.make(**env_options), agents,
-                           parallel_games=cfg.parallel_games)
-    records = runner.run(cfg.games, seed=cfg.seed, on_game_end=keep_replay)
-    summary = summarize(records)
+                           parallel_games=cfg.parallel_games, agent_names=seat_agents)
+    records = runner.run(cfg.games, seed=cfg.seed, on_game_end=after_game)
+    summary = summarize(records, seat_agents)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_index(records, seat_agents, cfg.replays, out / "replays" / "index.html")
     if cfg.trajectories:
         save_results(records, out / "trajectories")
     for key, value in summary.items():
         log.info("%-28s %8.3f", key, value)
-    log.info("summary and replays in %s", out)
+    log.info("summary in %s, replays in %s", out / "summary.json", out / "replays" / "index.html")
 
 
 if __name__ == "__main__":

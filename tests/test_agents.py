@@ -258,8 +258,12 @@ def test_summarize_averages_returns_by_role_and_every_stat():
         GameResult("g2", "spy", {"p1": "spy", "p2": "civilian", "p3": "civilian"},
                    {"p1": 0.0, "p2": 2.0, "p3": -1.0}, {"spy_caught": 0.0}, []),
     ]
+    by_seat = {"return/seat/p1": 0.5, "return/seat/p2": 0.5, "return/seat/p3": -0.5}
     assert summarize(records) == {"games": 2.0, "return/civilian": 0.5, "return/spy": -0.5,
-                                  "spy_caught": 0.5}
+                                  **by_seat, "spy_caught": 0.5}
+    who = {"p1": "random", "p2": "scripted", "p3": "scripted"}
+    assert summarize(records, who) == summarize(records) | {"return/agent/random": 0.5,
+                                                           "return/agent/scripted": 0.0}
     assert summarize([]) == {"games": 0.0}
 
 
@@ -292,10 +296,22 @@ def test_arena_script_writes_summary_and_replays(tmp_path):
     assert "RuntimeWarning" not in result.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["games"] == 4.0 and 0.0 <= summary["spy_caught"] <= 1.0
+    assert {"return/seat/player_2", "return/agent/random", "return/agent/scripted"} <= set(
+        summary)
     assert sorted(p.name for p in (tmp_path / "replays").iterdir()) == [
-        "game-000.html", "game-001.html"]
+        "game-000.html", "game-001.html", "index.html"]
+    index = (tmp_path / "replays" / "index.html").read_text()
+    assert "player_2 (random)" in index and index.count("<tr>") == 5
+    assert '<a href="game-001.html">1</a>' in index and 'href="game-002.html"' not in index
+    assert ("4 games of spy; seats: player_1=scripted, player_2=random, player_3=scripted, "
+            "player_4=scripted") in result.stdout
+    assert "game 4 of 4 played" in result.stdout
     bad = subprocess.run([sys.executable, "-m", "agents.arena", "agent=oracle", "games=1",
                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True,
                          timeout=120, cwd=Path(__file__).parent.parent)
     assert bad.returncode != 0 and "Could not find 'agent/oracle'" in bad.stderr
+    stray = subprocess.run([sys.executable, "-m", "agents.arena", "+seats.player_9=random",
+                            "games=1", f"hydra.run.dir={tmp_path}"], capture_output=True,
+                           text=True, timeout=120, cwd=Path(__file__).parent.parent)
+    assert stray.returncode != 0 and "seats ['player_9'] are not seats of spy" in stray.stderr
     assert "scripted" in bad.stderr  # with the agents there are
