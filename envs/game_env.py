@@ -126,7 +126,7 @@ class GameEnv(AECEnv):
         """Every turn that can be played now, as (agent, observation, info), in the order
         :meth:`step` takes them. They are simultaneous: answering them one after another with
         ``step`` is the AEC loop, so a runner may ask a model for all of them in one batch."""
-        if self.game is None or self.game.done:
+        if self.game is None or self.game_over:
             return []
         return [(turn.seat, self._observation_of(turn), turn.info())
                 for turn in self.game.pending()]
