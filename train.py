@@ -13,8 +13,9 @@ The run folder (``outputs/<env>``) holds the resolved config (``.hydra/``), ``tr
 run's log, appended: each step's metrics, any crash's traceback), TensorBoard logs
 (``tensorboard/``: TRL's loss, KL, entropy and clip fractions with the games' ``selfplay/``
 metrics), HTML replays (``replays/``), checkpoints (``checkpoints/``: safetensors and processor,
-loadable by transformers and vLLM; LoRA adapters with ``model.lora``) and the final model
-(``final/``, adapters merged in). Rerunning the same command
+loadable by transformers and vLLM; LoRA adapters with ``model.lora``), the final model
+(``final/``, adapters merged in) and ``evaluation.json`` (:mod:`trainers.evaluation`; sharded
+runs evaluate afterwards with ``python -m trainers.evaluation RUN``). Rerunning the same command
 resumes from the newest complete checkpoint (:mod:`trainers.checkpoints`: a kill mid-save leaves
 one that is passed over): model, optimizer, scheduler, RNG, step, role baselines, the stage
 machine, left-over rows and the policy's sampling seeds. ``accelerate launch train.py ...`` runs
@@ -233,15 +234,18 @@ def main(cfg: DictConfig) -> None:
 
     train_or_resume(trainer, selfplay)  # from the newest complete checkpoint, if any
     save_final_model(trainer, out / "final", lora=bool(cfg.model.lora))
-    if trainer.args.process_index == 0:  # the saved model, as a user loads it
+    if selfplay.after_rollouts is not None:  # no more games: the engine's memory back (sleep)
+        selfplay.after_rollouts()
+    if sharding_from_launcher(os.environ):
+        if trainer.args.process_index == 0 and evaluation_settings(cfg)[0]:
+            log.info("evaluation: sharded training keeps its GPU memory until its processes "
+                     "end; evaluate the final model afterwards with: python -m "
+                     "trainers.evaluation %s", out)
+    elif trainer.args.process_index == 0:  # the saved model, as a user loads it
         import torch
         from transformers import AutoModelForImageTextToText
-        from transformers.integrations import unset_hf_deepspeed_config
 
-        # training is over: models loaded from now on are whole, not partitioned by ZeRO-3
-        # (which would wait for the other processes to load them too)
-        unset_hf_deepspeed_config()
-
+        trainer.release_training_state()  # the evaluation loads two whole models on this GPU
         final = AutoModelForImageTextToText.from_pretrained(
             out / "final", dtype=getattr(torch, cfg.model.dtype))
         final.to(trainer.accelerator.device)

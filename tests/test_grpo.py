@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 
 import pytest
 import torch
@@ -80,6 +81,17 @@ def test_one_step_moves_every_weight_with_a_finite_loss(played, tmp_path):
     assert math.isfinite(log["loss"]) and log["grad_norm"] > 0
     unchanged = [n for n, p in model.named_parameters() if torch.equal(before[n], p)]
     assert not unchanged
+
+
+def test_releasing_the_training_state_frees_the_optimizer_and_the_reference(played, tmp_path):
+    model, processor, rows = played
+    trainer = make_trainer(model, processor, rows, tmp_path, beta=0.04)
+    trainer.train()
+    optimizer, reference = weakref.ref(trainer.optimizer), weakref.ref(trainer.ref_model)
+    adam_state = weakref.ref(next(iter(trainer.optimizer.state.values()))["exp_avg"])
+    trainer.release_training_state()
+    assert optimizer() is None and reference() is None and adam_state() is None
+    assert trainer.model is None and trainer.accelerator._models == []
 
 
 def test_kl_to_a_reference_and_a_short_row_source(played, tmp_path):

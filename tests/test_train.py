@@ -55,6 +55,16 @@ def test_spy_trains_checkpoints_and_resumes(default_model, tmp_path):
     trainer_state = json.loads((tmp_path / "checkpoints" / "checkpoint-2" /
                                 "trainer_state.json").read_text())
     assert trainer_state["global_step"] == 2
+    # the end-of-run evaluation, apart (as sharded runs do it)
+    evaluation = subprocess.run(
+        [sys.executable, "-m", "trainers.evaluation", str(tmp_path), "evaluation.games=2",
+         "evaluation.parallel_games=2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+    report = json.loads((tmp_path / "evaluation.json").read_text())
+    assert report["games"] == 2 and set(report["initial"]) == set(report["final"])
+    typo = subprocess.run([sys.executable, "-m", "trainers.evaluation", str(tmp_path),
+                           "evaluation.game=2"], cwd=ROOT, capture_output=True, text=True)
+    assert typo.returncode == 2 and "'evaluation.game=2'" in typo.stderr
 
 
 def test_qa_duel_trains_the_questioner_then_skips_a_solver_without_questions(default_model,

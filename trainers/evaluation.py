@@ -264,3 +264,48 @@ def evaluate_training(cfg: Any, final_model: Any, processor: Any, out: Path) -> 
     (out / "evaluation.json").write_text(json.dumps(report, indent=2))
     log.info("evaluation (%s):\n%s", out / "evaluation.json", format_table(report))
     return report
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m trainers.evaluation RUN_FOLDER [key=value ...]``: train.py's end-of-run
+    evaluation of a finished run — its ``final/`` against the model it started from — with the
+    run's own config (``.hydra/config.yaml``) and any overrides of it, e.g.
+    ``evaluation.games=64``; on the first GPU if there is one. Sharded runs (ZeRO-3, FSDP)
+    evaluate this way once training has ended."""
+    import argparse
+
+    import torch
+    from omegaconf import OmegaConf
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    parser = argparse.ArgumentParser(prog="python -m trainers.evaluation",
+                                     description=main.__doc__.split(":")[1].split(";")[0])
+    parser.add_argument("run", type=Path, help="the run folder of train.py (hydra.run.dir)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="changes to the run's config, e.g. evaluation.games=64")
+    args = parser.parse_args(argv)
+    config_file, final = args.run / ".hydra" / "config.yaml", args.run / "final"
+    for needed in (config_file, final / "config.json"):
+        if not needed.is_file():
+            parser.error(f"{args.run} is not a finished train.py run: {needed} is missing")
+    cfg = OmegaConf.load(config_file)
+    for override in args.overrides:
+        key, equals, _ = override.partition("=")
+        if not equals or OmegaConf.select(cfg, key) is None:
+            parser.error(f"{override!r}: overrides are key=value with a key of the run's config")
+    cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(args.overrides)))
+    try:
+        if not evaluation_settings(cfg)[0]:
+            parser.error("evaluation.games is 0: add evaluation.games=N")
+    except ValueError as error:
+        parser.error(str(error))
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
+    model = AutoModelForImageTextToText.from_pretrained(final,
+                                                        dtype=getattr(torch, cfg.model.dtype))
+    model.to("cuda:0" if torch.cuda.is_available() else "cpu")
+    processor = AutoProcessor.from_pretrained(final, padding_side="left")
+    evaluate_training(cfg, model, processor, args.run)
+
+
+if __name__ == "__main__":
+    main()

@@ -96,6 +96,23 @@ class TrajectoryGRPOTrainer(GRPOTrainer):
         self.rows = rows
         self.game_metrics = metrics
 
+    def release_training_state(self) -> None:
+        """Drops what only training needs (the optimizer and its states, the scheduler, the
+        reference model, this trainer's hold on the model) and frees the accelerator's cached
+        memory, so that loading the saved model to evaluate it has the GPU (a 3B full fine-tune's
+        Adam states alone are ~24 GB). Under DeepSpeed ZeRO-3 this is not enough: the engine and
+        its optimizer stay alive through the hooks DeepSpeed leaves on the model (seen on 2
+        H200s), which is why train.py evaluates sharded runs apart. The trainer cannot train
+        afterwards."""
+        self.model = self.model_wrapped = self.deepspeed = self.ref_model = None
+        self.optimizer = self.lr_scheduler = None
+        handler = self.callback_handler
+        handler.model = handler.optimizer = handler.lr_scheduler = None
+        self.accelerator.free_memory()  # its own references, then gc and the allocator's cache
+        if torch.cuda.is_available():
+            log.info("training state released: %.1f GiB still allocated on %s",
+                     torch.cuda.memory_allocated() / 2**30, self.accelerator.device)
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         """Full weights through :func:`trainers.checkpoints.load_full_weights` (transformers'
         own load drops a Qwen2-VL's); adapters, DeepSpeed and FSDP as transformers does."""
