@@ -4,9 +4,10 @@ move: valid ones, invalid ones, abstentions and garbage."""
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Any
 
-from agents.base import TextAgent
+from agents.base import Agent, Completion, TextAgent
 
 WORDS = ("the", "a", "I", "think", "is", "not", "maybe", "player", "spy", "clue", "vote", "answer",
          "red", "blue", "green", "gray", "large", "small", "metal", "rubber", "cube", "sphere",
@@ -72,3 +73,23 @@ class RandomAgent(TextAgent):
         answer = f"<answer>{self._rng.choice(LETTERS)}</answer>" if self._rng.random() < 0.9 else ""
         return (f"<description>{self._words(4)}</description>\n"
                 f"<question>{stem}?\n{options}</question>\n{answer}")
+
+
+class NoisyAgent(Agent):
+    """Another agent made weaker: each observation is answered by a :class:`RandomAgent` with
+    probability ``noise``, else by ``agent`` (a spread of strengths for leagues)."""
+
+    def __init__(self, agent: Agent, noise: float, seed: int | None = None):
+        if not 0.0 <= noise <= 1.0:
+            raise ValueError(f"noise must be within [0, 1], got {noise}")
+        self.agent, self.noise = agent, noise
+        self.random = RandomAgent(seed=seed)
+        self._rng = random.Random(seed)
+
+    def act(self, observations: Sequence[dict[str, Any]]) -> list[Completion]:
+        noisy = [self._rng.random() < self.noise for _ in observations]
+        random_answers = iter(self.random.act(
+            [o for o, n in zip(observations, noisy, strict=True) if n]))
+        own = [o for o, n in zip(observations, noisy, strict=True) if not n]
+        own_answers = iter(self.agent.act(own) if own else [])
+        return [next(random_answers) if n else next(own_answers) for n in noisy]

@@ -40,12 +40,15 @@ from envs import GameEnv
 
 @dataclass
 class RolloutTimings:
-    """Where a run's wall time went: inside the agents' calls, and everything else."""
+    """Where a run's wall time went: inside the agents' calls (also by the name recorded for
+    the agent), and everything else."""
 
     total_seconds: float = 0.0
     agent_seconds: float = 0.0
     agent_calls: int = 0
     turns: int = 0
+    seconds_by_agent: dict[str, float] = field(default_factory=dict)
+    turns_by_agent: dict[str, int] = field(default_factory=dict)
 
     @property
     def outside_agents_share(self) -> float:
@@ -164,14 +167,19 @@ class RolloutRunner:
                 batches.setdefault(id(agent), (agent, []))[1].append(
                     Request(slot.number, info["turn"], seat, observation))
         completions: dict[tuple[int, int], Completion] = {}
+        timings = self.timings
         for agent, batch in batches.values():
+            name = self.agent_names.get(batch[0].seat, type(agent).__name__)
+            timings.turns_by_agent[name] = timings.turns_by_agent.get(name, 0) + len(batch)
             for n, groups in _repeated_prompts(batch).items():
                 started = time.perf_counter()
                 observations = [group[0].observation for group in groups]
                 answers = (agent.sample(observations, n) if n > 1
                            else [[c] for c in agent.act(observations)])
-                self.timings.agent_seconds += time.perf_counter() - started
-                self.timings.agent_calls += 1
+                seconds = time.perf_counter() - started
+                timings.agent_seconds += seconds
+                timings.seconds_by_agent[name] = timings.seconds_by_agent.get(name, 0.0) + seconds
+                timings.agent_calls += 1
                 if [len(a) for a in answers] != [n] * len(groups):
                     raise RuntimeError(f"{type(agent).__name__} returned "
                                        f"{sum(map(len, answers))} completions for "
@@ -204,6 +212,8 @@ class RolloutRunner:
         for info in infos.values():
             for turn, reward in info["turn_rewards"].items():
                 slot.turns[turn].reward = reward
+            for turn in info["invalid_turns"]:
+                slot.turns[turn].valid = False
         any_info = next(iter(infos.values()))
         for _ in list(env.agents):  # let the finished agents leave, as the AEC loop does
             env.step(None)

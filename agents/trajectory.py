@@ -42,6 +42,7 @@ class TurnRecord:
     completion_ids: list[int] | None = None
     logprobs: list[float] | None = None
     reward: float = 0.0
+    valid: bool = True  # False: the game took the answer as an invalid move
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, TurnRecord):

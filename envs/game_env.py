@@ -16,8 +16,9 @@ that is not a usable string (not text, binary, longer than ``max_action_chars``)
 game as an invalid move and gets the game's penalty; the environment never raises on an action.
 
 ``infos[agent]`` holds the current turn's labels (game id, turn, seat, role, phase, round); when
-the game ends, each seat's info also has ``turn_rewards`` (turn index -> reward), ``return`` and
-the game's ``stats``. Rewards arrive once, at the end (the games' rewards depend on later votes).
+the game ends, each seat's info also has ``turn_rewards`` (turn index -> reward),
+``invalid_turns`` (the indices of its turns the game took as invalid moves), ``return`` and the
+game's ``stats``. Rewards arrive once, at the end (the games' rewards depend on later votes).
 """
 
 from __future__ import annotations
@@ -173,6 +174,7 @@ class GameEnv(AECEnv):
                 "game_id": self.game.game_id, "seat": agent, "role": roles[agent],
                 "return": returns[agent], "stats": stats,
                 "turn_rewards": {m.turn.index: m.reward for m in self.game.moves_of(agent)},
+                "invalid_turns": [m.turn.index for m in self.game.moves_of(agent) if not m.valid],
             }
         self._accumulate_rewards()
 

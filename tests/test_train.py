@@ -65,6 +65,18 @@ def test_spy_trains_checkpoints_and_resumes(default_model, tmp_path):
     typo = subprocess.run([sys.executable, "-m", "trainers.evaluation", str(tmp_path),
                            "evaluation.game=2"], cwd=ROOT, capture_output=True, text=True)
     assert typo.returncode == 2 and "'evaluation.game=2'" in typo.stderr
+    # the run's models as a league against the random agent: rating against training step
+    rated = subprocess.run(
+        [sys.executable, "-m", "agents.league", f"hydra.run.dir={tmp_path / 'league'}",
+         f"run={tmp_path}", "agents.scripted=null", "agents.scripted_noise30=null",
+         "agents.scripted_noise70=null", "mirror=null", "seeds_per_round=1", "max_rounds=1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert rated.returncode == 0, rated.stderr[-3000:]
+    ratings = json.loads((tmp_path / "league" / "ratings.json").read_text())
+    assert {name: agent["step"] for name, agent in ratings["agents"].items()} == {
+        "random": None, "step-0": 0, "step-1": 1, "step-2": 2}
+    assert ratings["agents"]["step-2"]["tokens_per_move"] > 0
+    assert "Rating against training step" in (tmp_path / "league" / "leaderboard.html").read_text()
 
 
 def test_qa_duel_trains_the_questioner_then_skips_a_solver_without_questions(default_model,

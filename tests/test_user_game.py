@@ -38,3 +38,14 @@ def test_a_two_seat_game_trains_and_plays_from_a_folder_of_its_own(tmp_path, def
         env=env)
     assert played.returncode == 0, played.stderr[-3000:]
     assert re.search(r"games\s+4\.000", played.stdout + played.stderr)
+
+    rated = subprocess.run(
+        [sys.executable, "-m", "agents.league", "--config-dir", "conf", "env=closer",
+         f"hydra.run.dir={tmp_path / 'league'}", "+agents.terse={agent: random, max_chars: 4}",
+         "agents.scripted=null", "agents.scripted_noise30=null", "agents.scripted_noise70=null",
+         "mirror=null", "seeds_per_round=4", "max_rounds=1"],
+        cwd=folder, capture_output=True, text=True, timeout=300, env=env)
+    assert rated.returncode == 0, rated.stderr[-3000:]
+    ratings = json.loads((tmp_path / "league" / "ratings.json").read_text())
+    assert set(ratings["agents"]) == {"terse", "random"} and ratings["games"] == 8
+    assert set(ratings["roles"]) == {"first", "second"}
