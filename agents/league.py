@@ -177,6 +177,7 @@ class League:
         by_seats: dict[tuple, list[Lineup]] = defaultdict(list)
         for lineup in todo:
             by_seats[tuple((seat, e.name) for seat, e in lineup.seats)].append(lineup)
+        played = 0
         for group in by_seats.values():
             for start in range(0, len(group), self.parallel_games):
                 chunk = group[start:start + self.parallel_games]
@@ -184,7 +185,9 @@ class League:
                 with self.matches_file.open("a", encoding="utf-8") as out:
                     out.writelines(json.dumps(r) + "\n" for r in records)
                 self.matches += records
-        return len(todo)
+                played += len(records)
+                log.info("round %d: %d of %d games played", round_number, played, len(todo))
+        return played
 
     def _agent(self, entrant: Entrant) -> Agent:
         """The entrant's agent, built on first use with a seed of its own."""
@@ -249,6 +252,7 @@ def _record(lineup: Lineup, result: GameResult, round_number: int, pair: str,
     return {"key": lineup.key, "round": round_number, "seed": lineup.seed, "pair": pair,
             "game_id": result.game_id,
             "seats": {seat: entrant.name for seat, entrant in lineup.seats},
+            "fingerprints": {entrant.name: entrant.fingerprint for _, entrant in lineup.seats},
             "roles": result.roles, "returns": result.returns, "stats": result.stats,
             "moves": {seat: len(turns) for seat, turns in by_seat.items()},
             "invalid_moves": {seat: sum(not t.valid for t in turns)
@@ -382,7 +386,9 @@ def summarize(matches: list[dict[str, Any]], entrants: list[Entrant], env: str,
               mirror: str | None) -> dict[str, Any]:
     """``ratings.json``: see :mod:`agents.leaderboard` for its schema."""
     names = [e.name for e in entrants]
-    rated = [m for m in matches if all(n in names for n in m["seats"].values())]
+    built = {e.name: e.fingerprint for e in entrants}  # games of an entrant built otherwise: out
+    rated = [m for m in matches if all(built.get(name) == fingerprint
+                                       for name, fingerprint in m["fingerprints"].items())]
     found = comparisons(rated)
     ratings, covariance, role_effects = fit_ratings(found, names)
     half_width = 1.96 * np.sqrt(np.clip(np.diag(covariance), 0, None))

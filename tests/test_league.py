@@ -119,6 +119,14 @@ def test_the_default_league_ranks_scripted_above_random_and_a_rerun_plays_nothin
            (tmp_path / "matches.jsonl").read_text().splitlines()[len(lines):]]
     assert new and all("lazy" in game["seats"].values() for game in new)
 
+    rebuilt = league(tmp_path, "env=spy", "+agents.random.max_chars=20")
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    games = [json.loads(line) for line in (tmp_path / "matches.jsonl").read_text().splitlines()]
+    replayed = games[len(lines) + len(new):]
+    assert replayed and all("random" in game["seats"].values() for game in replayed)
+    ratings = json.loads((tmp_path / "ratings.json").read_text())
+    assert ratings["agents"]["random"]["games"] == len(replayed)  # the old random's are out
+
 
 def test_the_league_refuses_unknown_agents_and_mirrors(tmp_path):
     unknown = league(tmp_path, "+agents.bad={agent: nonsense}")
