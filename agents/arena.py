@@ -10,11 +10,15 @@ As a script (Hydra; ``configs/arena.yaml``)::
 It logs who sits where and its progress, and writes ``summary.json`` (mean return per role, per
 seat and per agent, mean of each game statistic), ``replays/index.html`` (every game: seats, roles,
 returns, a link to its replay), HTML replays of the first games and, with ``trajectories=true``,
-every turn (:mod:`agents.trajectory`) to Hydra's output directory.
+every turn (:mod:`agents.trajectory`) to Hydra's output directory. Games are played in batches of
+``4 * parallel_games`` (game ``i`` on seed ``seed + i``, as in one run); only their returns, roles
+and statistics stay in memory, their turns go to disk with each batch.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
 from collections import defaultdict
@@ -106,7 +110,8 @@ def main(cfg: DictConfig) -> None:
              ", ".join(f"{seat}={agent}" for seat, agent in seat_agents.items()))
     every = max(1, cfg.games // 10)
 
-    def after_game(number: int, env: GameEnv) -> None:
+    def after_game(first: int, number_in_batch: int, env: GameEnv) -> None:
+        number = first + number_in_batch
         if number < cfg.replays:
             save_replay(env.game, out / "replays" / f"game-{number:03d}.html")
         if (number + 1) % every == 0 or number + 1 == cfg.games:
@@ -114,12 +119,17 @@ def main(cfg: DictConfig) -> None:
 
     runner = RolloutRunner(lambda: envs.make(**env_options), agents,
                            parallel_games=cfg.parallel_games, agent_names=seat_agents)
-    records = runner.run(cfg.games, seed=cfg.seed, on_game_end=after_game)
+    records: list[GameResult] = []  # without their turns: those go to disk batch by batch
+    batch = 4 * cfg.parallel_games
+    for first in range(0, cfg.games, batch):
+        played = runner.run(min(batch, cfg.games - first), seed=cfg.seed + first,
+                            on_game_end=functools.partial(after_game, first))
+        if cfg.trajectories:
+            save_results(played, out / "trajectories", append=first > 0)
+        records += [dataclasses.replace(result, turns=[]) for result in played]
     summary = summarize(records, seat_agents)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     write_index(records, seat_agents, cfg.replays, out / "replays" / "index.html")
-    if cfg.trajectories:
-        save_results(records, out / "trajectories")
     for key, value in summary.items():
         log.info("%-28s %8.3f", key, value)
     log.info("summary in %s, replays in %s", out / "summary.json", out / "replays" / "index.html")

@@ -64,12 +64,13 @@ class GameResult:
     turns: list[TurnRecord]
 
 
-def save_results(results: list[GameResult], folder: str | Path) -> Path:
-    """Write ``results`` to ``folder`` (created); images already there are not written again."""
+def save_results(results: list[GameResult], folder: str | Path, append: bool = False) -> Path:
+    """Write ``results`` to ``folder`` (created), after the games already there if ``append``;
+    images already there are not written again."""
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     written: dict[int, str] = {}
-    with open(folder / "games.jsonl", "w", encoding="utf-8") as out:
+    with open(folder / "games.jsonl", "a" if append else "w", encoding="utf-8") as out:
         for result in results:
             game = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
             game["turns"] = [_fields_without_images(turn) | {"images": [

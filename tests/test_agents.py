@@ -11,7 +11,15 @@ import pytest
 from PIL import Image
 
 import envs
-from agents import SCRIPTED, Agent, Completion, RandomAgent, make_agent, scripted_agent
+from agents import (
+    SCRIPTED,
+    Agent,
+    Completion,
+    RandomAgent,
+    TextAgent,
+    make_agent,
+    scripted_agent,
+)
 from agents.arena import summarize
 from agents.rollout import RolloutRunner
 from agents.scripted.phrases import (
@@ -315,3 +323,45 @@ def test_arena_script_writes_summary_and_replays(tmp_path):
                            text=True, timeout=120, cwd=Path(__file__).parent.parent)
     assert stray.returncode != 0 and "seats ['player_9'] are not seats of spy" in stray.stderr
     assert "scripted" in bad.stderr  # with the agents there are
+
+
+def test_the_arena_plays_in_batches_with_the_seeds_and_replays_of_one_run(tmp_path):
+    """Batches of 4 x parallel_games: 10 games in 3 batches keep game i on seed i, the replays
+    of the first games across a batch's end, and every game's turns on disk in order."""
+    import json
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "agents.arena", "env=spy", "games=10", "replays=5",
+               "parallel_games=1", "trajectories=true", f"hydra.run.dir={tmp_path}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).parent.parent)
+    assert result.returncode == 0, result.stderr
+    one_run = RolloutRunner(lambda: envs.make("spy"), scripted_agent("spy", seed=0),
+                            parallel_games=10).run(10, seed=0)
+    saved = [json.loads(line) for line in
+             (tmp_path / "trajectories" / "games.jsonl").read_text().splitlines()]
+    assert [game["game_id"] for game in saved] == [result.game_id for result in one_run]
+    assert all(game["turns"] for game in saved)
+    assert sorted(p.name for p in (tmp_path / "replays").iterdir()) == [
+        f"game-{i:03d}.html" for i in range(5)] + ["index.html"]
+    assert json.loads((tmp_path / "summary.json").read_text())["games"] == 10.0
+
+
+def test_a_noisy_agent_answers_at_random_the_share_it_is_given(spy_observations):
+    from agents.random_agent import NoisyAgent
+
+    observations = spy_observations * 50
+    scripted = [c.text for c in scripted_agent("spy", seed=3).act(observations)]
+    random_texts = [c.text for c in RandomAgent(seed=5).act(observations)]
+    never = NoisyAgent(scripted_agent("spy", seed=3), noise=0.0, seed=5).act(observations)
+    always = NoisyAgent(scripted_agent("spy", seed=3), noise=1.0, seed=5).act(observations)
+    assert [c.text for c in never] == scripted and [c.text for c in always] == random_texts
+    class Marker(TextAgent):
+        def answer(self, observation):
+            return "marker"
+
+    half = NoisyAgent(Marker(), noise=0.5, seed=5).act(observations)
+    assert 0.35 < sum(c.text != "marker" for c in half) / len(observations) < 0.65
+    with pytest.raises(ValueError, match="noise must be within"):
+        NoisyAgent(RandomAgent(), noise=1.5)
