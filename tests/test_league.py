@@ -133,3 +133,14 @@ def test_the_league_refuses_unknown_agents_and_mirrors(tmp_path):
     assert unknown.returncode != 0 and "nonsense" in unknown.stderr
     mirror = league(tmp_path, "mirror=nobody")
     assert mirror.returncode != 0 and "mirror='nobody' is not an agent" in mirror.stderr
+
+
+def test_a_duel_league_rates_both_roles(tmp_path):
+    rated = league(tmp_path, "env=qa_duel", "seeds_per_round=4", "max_rounds=1")
+    assert rated.returncode == 0, rated.stderr[-3000:]
+    ratings = json.loads((tmp_path / "ratings.json").read_text())
+    assert set(ratings["roles"]) == {"questioner", "solver"}
+    assert ratings["schedule"] == ratings["schedule"] | {"rounds": 1, "stopped": "max_rounds"}
+    # 6 pairs and a mirror, 4 seeds each, 2 games a seed (a two-seat game)
+    assert ratings["games"] == 7 * 4 * 2
+    assert [agent["games"] for agent in ratings["agents"].values()] == [3 * 4 * 2] * 4
