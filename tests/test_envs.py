@@ -15,6 +15,8 @@ from omegaconf import OmegaConf
 
 import envs
 from envs.spaces import FreeText, ImageArray
+from envs.testing import garbage as garbage_actions
+from tests.test_qa_duel import QUESTION
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 
@@ -73,6 +75,46 @@ def test_broken_boxes_are_penalised_invalid_moves(name, garbage):
         assert all(m.reward < 0 for m in game.moves)  # invalid clues and votes both cost
     else:
         assert game.seat_rewards()["questioner_1"] == -1.0
+
+
+def test_duel_solver_takes_every_garbage_after_a_valid_question_as_unrewarded_invalid_answers():
+    """An invalid question ends the duel, so garbage in its first turn never reaches the solver:
+    here a well-formed question comes first, then every kind of garbage as the solver's answers,
+    between valid ones. No action raises; each garbage answer is an invalid move earning 0 (the
+    duel's rule for invalid answers) and still counts in the confidence's total."""
+    kinds = garbage_actions(envs.make("qa_duel").max_action_chars)
+    valid = "Three cubes. \\boxed{C}"  # the question's intuitive answer
+    answers = [valid, *kinds.values(), valid, valid]
+    env = envs.make("qa_duel", num_answers=len(answers))
+    env.reset(seed=0)
+    actions, final = iter([QUESTION, *answers]), {}
+    for agent in env.agent_iter():
+        _, reward, terminated, truncated, info = env.last()
+        if terminated or truncated:
+            final[agent] = (reward, info)
+            env.step(None)
+            continue
+        assert info["phase"] == ("question" if agent == "questioner_1" else "answer")
+        env.step(next(actions))
+    assert next(actions, None) is None  # every answer was asked for
+    question, *answer_moves = env.game.moves
+    assert question.valid and question.value == "C"
+    garbage_turns = [move.turn.index for move in answer_moves[1:-2]]
+    assert [move.valid for move in answer_moves] == [True] + [False] * len(kinds) + [True] * 2
+    assert [move.reward for move in answer_moves] == [1.0] + [0.0] * len(kinds) + [1.0] * 2
+    confidence = 3 / len(answers)  # 3 "C" of all answers, garbage included: below the band
+    stats = {"valid_question": 1.0, "confidence": confidence, "agrees": 1.0, "in_band": 0.0,
+             "valid_answer_rate": confidence}
+    # dual-track, intuitive answer = majority: min(c, 1 - c); the solver: its mean answer reward
+    returns = {"questioner_1": min(confidence, 1 - confidence), "solver_1": confidence}
+    assert set(final) == set(returns)
+    for seat, (reward, info) in final.items():
+        assert reward == pytest.approx(returns[seat]) and info["return"] == reward
+        assert info["stats"] == pytest.approx(stats)
+    assert final["questioner_1"][1]["invalid_turns"] == []
+    assert final["solver_1"][1]["invalid_turns"] == garbage_turns
+    assert final["solver_1"][1]["turn_rewards"] == {
+        move.turn.index: move.reward for move in answer_moves}
 
 
 def test_turn_infos_and_final_infos():

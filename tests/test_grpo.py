@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import weakref
 
@@ -41,6 +42,17 @@ def make_trainer(model, processor, rows, tmp_path, peft_config=None,
     queue = iter(rows)
     return TrajectoryGRPOTrainer(model, processor, args, peft_config=peft_config,
                                  rows=lambda count: [next(queue) for _ in range(count)])
+
+
+@torch.no_grad()
+def trl_logprobs(trainer: TrajectoryGRPOTrainer, batch: dict) -> torch.Tensor:
+    """TRL's per-token log-probs of ``batch``'s completions under ``trainer``'s model."""
+    return trainer._get_per_token_logps_and_entropies(
+        trainer.model, torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1),
+        torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1),
+        batch["completion_ids"].size(1), 4,
+        **{k: batch[k] for k in ("pixel_values", "image_grid_thw", "num_images",
+                                 "mm_token_type_ids")})[0]
 
 
 def test_rows_become_trl_inputs_without_retokenisation(played, tmp_path):
@@ -116,14 +128,59 @@ def test_kl_reference_of_a_lora_model_is_the_base_model(default_model, played, t
     base = make_trainer(AutoModelForImageTextToText.from_pretrained(
         default_model, dtype=torch.float32), processor, rows, tmp_path / "base")
     mask = batch["completion_mask"].bool()
-    with torch.no_grad():
-        expected = base._get_per_token_logps_and_entropies(
-            base.model, torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1),
-            torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1),
-            batch["completion_ids"].size(1), 4,
-            **{k: batch[k] for k in ("pixel_values", "image_grid_thw", "num_images",
-                                     "mm_token_type_ids")})[0]
+    expected = trl_logprobs(base, batch)
     assert torch.allclose(batch["ref_per_token_logps"][mask], expected[mask], atol=1e-4)
+
+
+def test_after_a_step_the_kl_reference_is_still_the_model_before_it(default_model, played,
+                                                                      tmp_path):
+    """Full fine-tuning with a KL term: after a step, the reference log-probs TRL computes for
+    new rows are the pre-step model's, bit for bit, and not the trained model's."""
+    _, processor, rows = played
+    model = AutoModelForImageTextToText.from_pretrained(default_model, dtype=torch.float32)
+    before = copy.deepcopy(model)  # copied before a trainer patches the model's forward
+    trainer = make_trainer(model, processor, rows, tmp_path, beta=0.04)
+    trainer.train()
+    batch = trainer._generate_and_score_completions([{}] * 4)  # rows 5 to 8: not trained on
+    mask = batch["completion_mask"].bool()
+    reference = batch["ref_per_token_logps"][mask]
+    untrained = make_trainer(before, processor, rows, tmp_path / "before")
+    assert torch.equal(reference, trl_logprobs(untrained, batch)[mask])
+    assert (reference - trl_logprobs(trainer, batch)[mask]).abs().max() > 0.05
+
+
+def test_beta_adds_the_logged_kl_to_the_reference_to_the_loss(default_model, played, tmp_path):
+    """From weights a step away from the reference (the checkpoint the model was loaded from),
+    the same rows trained once with beta=0 and once with beta=0.04 log first losses that differ
+    by 0.04 x the logged KL, and that KL is the one between those weights and the checkpoint."""
+    _, processor, rows = played
+
+    def checkpoint() -> torch.nn.Module:
+        return AutoModelForImageTextToText.from_pretrained(default_model, dtype=torch.float32)
+
+    moved = checkpoint()
+    make_trainer(moved, processor, rows[4:], tmp_path / "move").train()
+    start = checkpoint()  # the moved weights in a model no trainer has patched yet
+    start.load_state_dict(moved.state_dict())
+    logs = {}
+    for beta in (0.0, 0.04):
+        trainer = make_trainer(copy.deepcopy(start), processor, rows, tmp_path / str(beta),
+                               beta=beta)
+        trainer.train()
+        logs[beta] = trainer.state.log_history[0]
+    assert "kl" not in logs[0.0]
+    # the policy term's value is the same in both (same weights, rows and advantages): the
+    # losses differ by the KL term alone, up to the rounding of their float32 sums
+    assert logs[0.04]["loss"] - logs[0.0]["loss"] == pytest.approx(0.04 * logs[0.04]["kl"],
+                                                                   rel=1e-4)
+    probe = make_trainer(copy.deepcopy(start), processor, rows, tmp_path / "probe")
+    batch = probe._generate_and_score_completions([{}] * 4)  # the rows both runs trained on
+    mask = batch["completion_mask"].bool()
+    gap = (trl_logprobs(make_trainer(checkpoint(), processor, rows, tmp_path / "ref"), batch)
+           - trl_logprobs(probe, batch))[mask]
+    kl = float((gap.exp() - gap - 1).mean())  # TRL's per-token KL estimate, over the tokens
+    # the same float32 numbers, summed in another order (TRL's is a sum over processes)
+    assert kl > 0.01 and logs[0.04]["kl"] == pytest.approx(kl, rel=1e-6)
 
 
 def test_the_importance_weight_is_capped_where_the_sampler_found_a_token_unlikely(played,
@@ -141,6 +198,33 @@ def test_the_importance_weight_is_capped_where_the_sampler_found_a_token_unlikel
     for i, row in enumerate(unlikely):
         assert batch["advantages"][i][mask[i]].tolist() == pytest.approx(
             [1.5 * row.advantage] * int(mask[i].sum()))
+
+
+def test_each_token_is_weighted_by_the_trainer_to_sampler_probability_ratio_capped(played,
+                                                                                   tmp_path):
+    """Sampler log-probs that are the trainer's own shifted by known amounts, token by token:
+    each token's weight is exp(trainer - sampler), capped, whichever side of the cap it falls."""
+    import dataclasses
+
+    model, processor, rows = played
+    ratios = [4.0, 1.5, 1.0, 0.5, 0.1]  # exp(trainer - sampler), cycling over each completion
+    shifted = []
+    for row in rows[:4]:
+        observation = {"prompt": row.turn.prompt, "images": row.turn.images}
+        trainer_side = trainer_logprobs(model, processor, observation, row.turn)
+        sampler_side = [p - math.log(ratios[k % len(ratios)])
+                        for k, p in enumerate(trainer_side)]
+        shifted.append(TrainingRow(dataclasses.replace(row.turn, logprobs=sampler_side),
+                                   row.advantage))
+    trainer = make_trainer(model, processor, shifted, tmp_path, importance_cap=3.0)
+    batch = trainer._generate_and_score_completions([{}] * 4)
+    mask = batch["completion_mask"].bool()
+    for i, row in enumerate(shifted):
+        count = len(row.turn.completion_ids)
+        assert int(mask[i].sum()) == count >= len(ratios)  # every ratio met, none cut
+        expected = [min(ratios[k % len(ratios)], 3.0) for k in range(count)]
+        weights = batch["advantages"][i][mask[i]] / row.advantage
+        assert weights.tolist() == pytest.approx(expected, rel=1e-5)
 
 
 def test_the_config_sets_trl_group_size_itself_and_checks_the_cap(tmp_path):
