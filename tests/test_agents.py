@@ -303,7 +303,8 @@ def test_arena_script_writes_summary_and_replays(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "RuntimeWarning" not in result.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["games"] == 4.0 and 0.0 <= summary["spy_caught"] <= 1.0
+    # seeds 0-3, every agent seeded from seed 0: the spy is caught in 2 of the 4 games
+    assert summary["games"] == 4.0 and summary["spy_caught"] == 0.5
     assert {"return/seat/player_2", "return/agent/random", "return/agent/scripted"} <= set(
         summary)
     assert sorted(p.name for p in (tmp_path / "replays").iterdir()) == [

@@ -159,7 +159,11 @@ def test_the_selfplay_state_keeps_the_agents_seeds_and_the_left_over_rows(defaul
         return SelfPlay(runner, SpyRecipe(FixedAlternation(cycle=1), RoleBaselines()), 1)
 
     played = selfplay()
+    torch.manual_seed(11)  # the process's RNG, as a trainer restored it
+    trainer_rng = torch.get_rng_state()
     played(2)  # the decision stage takes 2 of the game's 3 votes; its clues wait a step
+    # the agent samples with its own seeds on a fork of that RNG: it is left as it was
+    assert torch.equal(torch.get_rng_state(), trainer_rng)
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
     SaveSelfPlayState(played).on_save(args, TrainerState(global_step=1), TrainerControl())
     folder = tmp_path / "checkpoint-1"
@@ -202,10 +206,14 @@ def test_a_resumed_run_continues_exactly_as_an_uninterrupted_one(default_model, 
     command = train_command(uninterrupted, default_model, "selfplay.schedule=alternate",
                             "trainer.max_steps=3")
     train(command)
-    # the same run as a kill in the middle of step 3's save leaves it
+    # the same run as a kill in the middle of step 3's save leaves it: the weights written, the
+    # optimizer cut short, none of the files written after it (so that every file of step 3
+    # compared below is the resumed run's own)
     shutil.copytree(uninterrupted, interrupted, ignore=shutil.ignore_patterns("final"))
     cut = interrupted / "checkpoints" / "checkpoint-3"
-    (cut / MARK).unlink()
+    for name in (MARK, STATE_FILE, ROWS_FILE, "trainer_state.json", "rng_state.pth",
+                 "scheduler.pt"):
+        (cut / name).unlink()
     (cut / "optimizer.pt").write_bytes(b"")
     resumed = train([f"hydra.run.dir={interrupted}" if part.startswith("hydra.run.dir=")
                      else part for part in command] + ["+trainer.save_total_limit=2"])
@@ -222,6 +230,10 @@ def test_a_resumed_run_continues_exactly_as_an_uninterrupted_one(default_model, 
     rows = [torch.load(folder / ROWS_FILE, weights_only=True) for folder in last]
     sampled = [[row["turn"] for stage in sorted(r) for row in r[stage]] for r in rows]
     assert sampled[0] and sampled[0] == sampled[1]  # step 3's games: the same sampled tokens
+    # the trainer's own state after step 3, byte for byte: Adam's moments and step count, the
+    # learning-rate schedule, the python, numpy and torch RNGs
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        assert (last[0] / name).read_bytes() == (last[1] / name).read_bytes(), name
     weights = [load_file(run / "final" / "model.safetensors")
                for run in (interrupted, uninterrupted)]
     initial = load_file(default_model / "model.safetensors")

@@ -121,8 +121,10 @@ def test_the_report_has_every_metric_and_is_strict_json(game, metrics):
 def test_the_questioner_head_to_head_scores_the_challenging_questions():
     report = evaluate(make_env("qa_duel", num_answers=3), agent("random", "qa_duel"),
                       agent("scripted", "qa_duel"), 10)
-    # the scripted questioner always asks a valid question (return >= 0); random ones rarely do
-    assert report["final"]["head_to_head_questioner_return"] >= 0
+    # the scripted questioner always asks a valid question (its return is never -1), random
+    # ones rarely do; against the random solvers of the held-out seeds (agents seeded 0) its
+    # questions earn 0.05 on average
+    assert report["final"]["head_to_head_questioner_return"] == pytest.approx(0.05)
     assert report["initial"]["head_to_head_questioner_return"] < -0.5
     assert report["final"]["valid_question_rate"] == 1.0
     # solver metrics exist only for games with a valid question

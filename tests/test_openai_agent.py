@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from agents.model import SamplingConfig
+from agents.model import RequestSeeds, SamplingConfig
 from agents.openai_agent import OpenAIAgent, ServerError
 
 OBSERVATION = {"prompt": "Hello", "images": (), "phase": "", "context": ""}
@@ -73,7 +73,8 @@ def test_completion_fields_and_request(fake_server):
     assert completion.completion_ids == [5, 6] and completion.logprobs == [-0.1, -0.2]
     body = fake_server.bodies[0]
     assert body["model"] == "fake" and body["return_token_ids"] and body["logprobs"]
-    assert body["max_completion_tokens"] == 4 and isinstance(body["seed"], int)
+    # the first request's seed of the stream drawn from the sampling seed 3
+    assert body["max_completion_tokens"] == 4 and body["seed"] == RequestSeeds(3).take(1)[0]
 
 
 def test_request_options_go_into_every_request_under_the_agents_own_fields(fake_server):

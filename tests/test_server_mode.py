@@ -19,8 +19,11 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+import envs
 from agents.model import SamplingConfig, banned_token_ids
 from agents.openai_agent import ServerError
+from agents.rollout import RolloutRunner
+from agents.trajectory import load_results, save_results
 from agents.vllm_server_agent import VLLMServerAgent
 from tests.model_checks import trainer_logprobs
 from tests.test_vllm import free_port, vllm_server
@@ -231,6 +234,18 @@ def test_pushed_weights_reach_the_server_and_its_caches_are_forgotten(
         before = trainer_logprobs(original, processor, observation, completion, excluded=excluded)
         changes += [abs(a - b) for a, b in zip(completion.logprobs, before, strict=True)]
     assert max(changes) > 0.2  # what the old weights would have given is far off
+
+
+def test_games_on_the_server_save_its_token_ids_and_reload_identically(server, default_model,
+                                                                      tmp_path):
+    agent = VLLMServerAgent([server.base_url], tokenizer=default_model,
+                            sampling=SamplingConfig(max_tokens=8, seed=0))
+    results = RolloutRunner(lambda: envs.make("qa_duel", num_answers=2), agent,
+                            parallel_games=2).run(2, seed=0)
+    assert all(t.prompt_ids and t.completion_ids and t.logprobs for r in results
+               for t in r.turns)
+    save_results(results, tmp_path)
+    assert load_results(tmp_path) == results
 
 
 @pytest.mark.parametrize("asynchronous", [False, True])

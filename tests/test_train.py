@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -13,15 +14,20 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
+import torch
 from safetensors import safe_open
 from transformers import AutoModelForImageTextToText
 
+from games.parsing import parse_choice
 from trainers.checkpoints import MARK, incomplete_reasons
 
 ROOT = Path(__file__).parent.parent
 
 
-def train(run_dir: Path, model: Path, *overrides: str) -> subprocess.CompletedProcess:
+def train(run_dir: Path, model: Path | str, *overrides: str) -> subprocess.CompletedProcess:
+    """``python train.py`` on a tiny budget; ``overrides`` come last (Hydra: the last value of a
+    key wins)."""
     command = [sys.executable, "train.py", f"hydra.run.dir={run_dir}", f"model.path={model}",
                "selfplay.games_per_round=2", "sampling.max_tokens=8", "trainer.save_steps=1",
                "trainer.per_device_train_batch_size=4", "evaluation.games=0", *overrides]
@@ -29,31 +35,80 @@ def train(run_dir: Path, model: Path, *overrides: str) -> subprocess.CompletedPr
                           env=os.environ.copy())
 
 
-def test_spy_trains_checkpoints_and_resumes(default_model, tmp_path):
-    # civilians' votes: 6 rows from 2 games, so that the resumed step has to play new games (the
-    # observer's 16 would last both steps)
-    first = train(tmp_path, default_model, "trainer.max_steps=1", "env.decision=civilians")
+def step_lines(run_dir: Path) -> dict[int, str]:
+    """The metrics line of every step in the run's ``train.log`` (all runs, appended)."""
+    lines = (run_dir / "train.log").read_text().splitlines()
+    return {int(match.group(1)): line for line in lines
+            if (match := re.search(r"step (\d+): loss=", line))}
+
+
+def saved_rows(checkpoint: Path) -> dict[str, list[dict]]:
+    """The rows left over for the next step in a checkpoint, by stage: each turn's JSON fields
+    with its advantage (the format of :class:`trainers.selfplay.SaveSelfPlayState`)."""
+    rows = torch.load(checkpoint / "selfplay_rows.pt", weights_only=True)
+    return {stage: [json.loads(row["turn"]) | {"advantage": row["advantage"]} for row in saved]
+            for stage, saved in rows.items()}
+
+
+def test_spy_trains_both_stages_with_role_baselines_checkpoints_and_resumes(default_model,
+                                                                           tmp_path):
+    # one game a round of 3 players, 1 clue round and an observer's 4 votes: 3 clue rows and 4
+    # votes. The alternating schedule trains the decision stage at step 1 (one round's 4 votes)
+    # and the clue stage at step 2, after the resume: the 3 clue rows left over are one short of
+    # the batch of 4, so step 2 plays a second round and the role baselines move again.
+    options = ("selfplay.schedule=alternate", "selfplay.cycle=1", "selfplay.games_per_round=1",
+               "env.num_players=3", "env.num_rounds=1", "env.decision=observer",
+               "env.observer_samples=4")
+    first = train(tmp_path, default_model, "trainer.max_steps=1", *options)
     assert first.returncode == 0, first.stderr[-3000:]
     checkpoint = tmp_path / "checkpoints" / "checkpoint-1"
     state = json.loads((checkpoint / "selfplay_state.json").read_text())
-    assert state["games_played"] >= 2
-    assert state["recipe"]["schedule"]["stage"] == "decision"
-    assert state["recipe"]["schedule"]["steps_in_stage"] == 1
-    assert state["recipe"]["baselines"]["values"]  # the clue baselines moved
+    assert state["games_played"] == 1
+    assert state["recipe"]["schedule"] == {"cycle": 1, "step": 1, "stages": ["decision", "clue"]}
+    # the random model gives no valid clue and no valid vote: every clue earns only the invalid
+    # clue's -0.5 (no votes, so the zero-sum part is 0) and each role's baseline, from 0, takes
+    # (1 - decay) of its mean reward (RoleBaselines, decay 0.95)
+    decay, reward = 0.95, -0.5
+    first_baseline = (1 - decay) * reward
+    baselines = {(game, role): value
+                 for game, role, value in state["recipe"]["baselines"]["values"]}
+    assert baselines == pytest.approx({("spy", "spy"): first_baseline,
+                                       ("spy", "civilian"): first_baseline})
+    left_over = saved_rows(checkpoint)
+    # its 3 clues wait for the clue stage, their advantages the reward minus the baselines of 0
+    assert sorted(row["role"] for row in left_over["clue"]) == ["civilian", "civilian", "spy"]
+    assert [row["reward"] for row in left_over["clue"]] == [reward] * 3
+    assert [row["advantage"] for row in left_over["clue"]] == [reward] * 3
+    assert left_over["decision"] == []
     assert (tmp_path / ".hydra" / "config.yaml").is_file()
-    assert list((tmp_path / "replays").glob("games-*.html"))
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert "selfplay/vote_accuracy" in first.stderr + first.stdout  # game stats are logged
     AutoModelForImageTextToText.from_pretrained(checkpoint)  # a loadable model
-    second = train(tmp_path, default_model, "trainer.max_steps=2", "env.decision=civilians")
+    second = train(tmp_path, default_model, "trainer.max_steps=2", *options)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resuming from" in second.stderr + second.stdout
-    resumed = json.loads((tmp_path / "checkpoints" / "checkpoint-2" / "selfplay_state.json")
-                         .read_text())
-    assert resumed["games_played"] > state["games_played"]
-    assert resumed["recipe"]["schedule"]["steps_in_stage"] == 2
-    trainer_state = json.loads((tmp_path / "checkpoints" / "checkpoint-2" /
-                                "trainer_state.json").read_text())
+    resumed_checkpoint = tmp_path / "checkpoints" / "checkpoint-2"
+    resumed = json.loads((resumed_checkpoint / "selfplay_state.json").read_text())
+    assert resumed["games_played"] == 2
+    assert resumed["recipe"]["schedule"] == {"cycle": 1, "step": 2,
+                                             "stages": ["decision", "clue"]}
+    steps = step_lines(tmp_path)
+    assert sorted(steps) == [1, 2]
+    assert "selfplay/stage_decision=1 selfplay/stage_clue=0" in steps[1]
+    assert "selfplay/stage_decision=0 selfplay/stage_clue=1" in steps[2]
+    # the second round's clues: advantage = reward - the baseline before the round; then each
+    # role's baseline moves again
+    baselines = {(game, role): value
+                 for game, role, value in resumed["recipe"]["baselines"]["values"]}
+    second_baseline = decay * first_baseline + (1 - decay) * reward
+    assert baselines == pytest.approx({("spy", "spy"): second_baseline,
+                                       ("spy", "civilian"): second_baseline})
+    clues = saved_rows(resumed_checkpoint)["clue"]  # the 2 of the second round's 3 not trained
+    assert [row["reward"] for row in clues] == [reward] * 2
+    assert [row["advantage"] for row in clues] == pytest.approx([reward - first_baseline] * 2)
+    assert sorted(p.name for p in (tmp_path / "replays").glob("*.html")) == [
+        "games-000000.html", "games-000001.html"]  # the first game of each round
+    trainer_state = json.loads((resumed_checkpoint / "trainer_state.json").read_text())
     assert trainer_state["global_step"] == 2
     # the end-of-run evaluation, apart (as sharded runs do it)
     evaluation = subprocess.run(
@@ -75,22 +130,46 @@ def test_spy_trains_checkpoints_and_resumes(default_model, tmp_path):
     ratings = json.loads((tmp_path / "league" / "ratings.json").read_text())
     assert {name: agent["step"] for name, agent in ratings["agents"].items()} == {
         "random": None, "step-0": 0, "step-1": 1, "step-2": 2}
-    assert ratings["agents"]["step-2"]["tokens_per_move"] > 0
+    # the run's sampling settings: at most its 8 tokens a move (the random model rarely ends)
+    assert 7 < ratings["agents"]["step-2"]["tokens_per_move"] <= 8
     assert "Rating against training step" in (tmp_path / "league" / "leaderboard.html").read_text()
 
 
-def test_qa_duel_trains_the_questioner_then_skips_a_solver_without_questions(default_model,
-                                                                           tmp_path):
-    result = train(tmp_path, default_model, "env=qa_duel", "env.num_answers=2",
-                   "trainer.max_steps=2", "selfplay.questions_per_image=2")
+def test_qa_duel_trains_the_questioner_then_the_solver_on_majority_labels(tmp_path):
+    # the tiny player writes valid questions (about 100 tokens) whose 2 answers may disagree:
+    # confidence 1/2, inside the band (0.3, 0.8). Step 1 trains the questions of one round (1
+    # image played twice, a batch of 2); the answers of its games in the band wait for step 2,
+    # the solver's (cycle 1)
+    result = train(tmp_path, "tiny-player", "env=qa_duel", "env.num_answers=2",
+                   "selfplay.questions_per_image=2", "selfplay.cycle=1", "sampling.max_tokens=128",
+                   "trainer.per_device_train_batch_size=2", "trainer.max_steps=2")
     assert result.returncode == 0, result.stderr[-3000:]
-    state = json.loads((tmp_path / "checkpoints" / "checkpoint-2" / "selfplay_state.json")
-                       .read_text())
-    # the random model writes no valid question, so no answer to train on: the solver's
-    # stage (step 2) is skipped, with a warning, and the questioner trains again
-    assert state["skipped_stages"] == 1
-    assert "skipping to the next stage" in result.stdout + result.stderr
-    assert state["recipe"]["schedule"]["step"] == 3  # question, (answer skipped) question
+    assert "skipping to the next stage" not in result.stdout + result.stderr
+    checkpoints = tmp_path / "checkpoints"
+    first = json.loads((checkpoints / "checkpoint-1" / "selfplay_state.json").read_text())
+    second = json.loads((checkpoints / "checkpoint-2" / "selfplay_state.json").read_text())
+    assert first["recipe"]["schedule"] == {"cycle": 1, "step": 1,
+                                           "stages": ["question", "answer"]}
+    assert second["recipe"]["schedule"] == {"cycle": 1, "step": 2,
+                                            "stages": ["question", "answer"]}
+    assert first["skipped_stages"] == second["skipped_stages"] == 0
+    # seed 0's round: both plays of its image land in the band, their 4 answers (2 per game, in
+    # game order) more than step 2 needs: it plays no game of its own and trains 2 of them
+    assert first["games_played"] == second["games_played"] == 2
+    answers = saved_rows(checkpoints / "checkpoint-1")["answer"]
+    assert len(answers) == 4
+    for game in (answers[:2], answers[2:]):
+        letters = [parse_choice(row["text"]) for row in game]
+        # each letter given once: the tie goes to the earliest, the majority label; the rows
+        # are normalised within their game: +1 for the label, -1 for the other
+        label = min(letter for letter in letters if letter)
+        assert [row["reward"] for row in game] == [float(letter == label) for letter in letters]
+        assert sorted(row["advantage"] for row in game) == pytest.approx([-1.0, 1.0])
+    steps = step_lines(tmp_path)
+    assert sorted(steps) == [1, 2]
+    assert "selfplay/stage_question=1 selfplay/stage_answer=0" in steps[1]
+    assert "selfplay/stage_question=0 selfplay/stage_answer=1" in steps[2]
+    assert "selfplay/policy_lag=1" in steps[2]  # step 1's answers, sampled before its update
 
 
 def test_vllm_backend_with_lora_plays_with_the_merged_weights(default_model, tmp_path):

@@ -100,7 +100,8 @@ def test_agent_plays_whole_games_through_the_runner(agent):
 
     runner = RolloutRunner(lambda: envs.make("qa_duel", num_answers=3), agent, parallel_games=2)
     results = runner.run(2, seed=0)
-    assert all(len(r.turns) >= 1 for r in results)
+    # the random model writes no valid question: each duel ends after its question
+    assert [len(r.turns) for r in results] == [1, 1]
     assert all(t.completion_ids and t.logprobs for r in results for t in r.turns)
     assert torch.is_grad_enabled()  # generation did not leave gradients off
 

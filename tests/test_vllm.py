@@ -165,10 +165,13 @@ def test_openai_client_against_vllm_serve(server, reference, spy_observations):
         assert completion.logprobs == pytest.approx(expected, abs=0.02)
 
 
-def test_openai_client_plays_games(server):
+def test_openai_client_plays_games_whose_trajectories_reload(server, tmp_path):
     results = RolloutRunner(lambda: envs.make("qa_duel", num_answers=2), server,
                             parallel_games=3).run(3, seed=1)
-    assert all(t.completion_ids for r in results for t in r.turns)
+    assert all(t.prompt_ids and t.completion_ids and t.logprobs for r in results
+               for t in r.turns)
+    save_results(results, tmp_path)  # the server's own token ids and log-probs
+    assert load_results(tmp_path) == results
 
 
 def test_openai_client_refused_request_is_a_clear_error(server, spy_observations):

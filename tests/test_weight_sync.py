@@ -44,13 +44,11 @@ def test_engine_samples_the_trained_weights_after_a_step(engine, default_model,
         model, processor, observation, fixed, excluded=engine.banned_ids), abs=0.02)
 
     rows = [as_row(observation, c, 1.0 if i % 2 else -1.0) for i, c in enumerate(completions)]
-    args = TrajectoryGRPOConfig(
-        output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=1,
-        per_device_train_batch_size=4, learning_rate=1e-2,
-        save_strategy="no")
+    options = dict(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=1,
+                   per_device_train_batch_size=4, learning_rate=1e-2, save_steps=1)
     sync = SyncRolloutWeights(engine)
-    trainer = TrajectoryGRPOTrainer(model, processor, args, rows=lambda count: rows[:count],
-                                    callbacks=[sync])
+    trainer = TrajectoryGRPOTrainer(model, processor, TrajectoryGRPOConfig(**options),
+                                    rows=lambda count: rows[:count], callbacks=[sync])
     trainer.train()
     assert sync.pushes == 2  # at the start and after the one step
     assert sync.metrics.keys() == {"weights/wait_seconds", "weights/push_seconds"}
@@ -64,6 +62,65 @@ def test_engine_samples_the_trained_weights_after_a_step(engine, default_model,
     [new] = engine.act([observation])
     assert new.logprobs == pytest.approx(trainer_logprobs(
         model, processor, observation, new, excluded=engine.banned_ids), abs=0.05)
+
+    # resumed in a new process, the engine starts on the initial weights: the first push gives it
+    # the checkpoint's (what it holds at the next push, after one more step, is that)
+    engine.load_weights(AutoModelForImageTextToText.from_pretrained(
+        default_model, dtype=torch.float32).named_parameters())
+    held = []
+    resumed_sync = SyncRolloutWeights(engine, before_push=lambda: held.append(
+        engine_logprobs(engine, observation, fixed.completion_ids)))
+    resumed = TrajectoryGRPOTrainer(
+        AutoModelForImageTextToText.from_pretrained(default_model, dtype=torch.float32),
+        processor, TrajectoryGRPOConfig(**options | {"max_steps": 2}),
+        rows=lambda count: rows[:count], callbacks=[resumed_sync])
+    resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-1"))
+    assert len(held) == 2
+    assert held[0] == pytest.approx(before, abs=1e-5)
+    assert held[1] == pytest.approx(after, abs=1e-5)
+
+
+def test_engine_samples_the_merged_lora_weights_after_a_step(engine, default_model,
+                                                             spy_observations, tmp_path):
+    """A LoRA step's adapters reach the engine merged into the base weights, under the base
+    model's names; the peft model trains on with its adapters unmerged."""
+    from peft import LoraConfig
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    processor = AutoProcessor.from_pretrained(default_model, padding_side="left")
+    model = AutoModelForImageTextToText.from_pretrained(default_model, dtype=torch.float32)
+    observation = spy_observations[0]
+    completions = engine.sample([observation], 4)[0]
+    fixed = completions[0]
+    base = trainer_logprobs(model, processor, observation, fixed)
+
+    rows = [as_row(observation, c, 1.0 if i % 2 else -1.0) for i, c in enumerate(completions)]
+    args = TrajectoryGRPOConfig(
+        output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=1,
+        per_device_train_batch_size=4, learning_rate=5e-2, save_strategy="no",
+        bf16=False)  # no autocast around the peft model's forward: float32 as the base's
+    sync = SyncRolloutWeights(engine)
+    trainer = TrajectoryGRPOTrainer(
+        model, processor, args, rows=lambda count: rows[:count], callbacks=[sync],
+        peft_config=LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8,
+                               target_modules="all-linear"))
+    trainer.train()
+    peft_model = trainer.model.eval()
+    assert sync.pushes == 2 and hasattr(peft_model, "merge_adapter")
+
+    adapted = trainer_logprobs(peft_model, processor, observation, fixed)
+    pushed = engine_logprobs(engine, observation, fixed.completion_ids)
+    assert pushed == pytest.approx(adapted, abs=0.05)  # the engine holds bf16 copies
+    assert max(abs(a - b) for a, b in zip(pushed, base, strict=True)) > 0.2
+    # the push left the adapters unmerged: the peft model's forward is as before the push
+    sync.push(peft_model)
+    lora_layers = [m for m in peft_model.modules() if isinstance(m, BaseTunerLayer)]
+    assert lora_layers and not any(layer.merged for layer in lora_layers)
+    assert trainer_logprobs(peft_model, processor, observation, fixed) == pytest.approx(
+        adapted, abs=1e-5)
+    with peft_model.disable_adapter():
+        assert trainer_logprobs(peft_model, processor, observation, fixed) == pytest.approx(
+            base, abs=1e-5)
 
 
 
