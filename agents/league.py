@@ -53,6 +53,7 @@ import json
 import logging
 import math
 import time
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -185,14 +186,18 @@ class League:
                 with self.matches_file.open("a", encoding="utf-8") as out:
                     out.writelines(json.dumps(r) + "\n" for r in records)
                 self.matches += records
+                every_tenth = max(1, len(todo) // 10)
+                if (played + len(records)) // every_tenth > played // every_tenth:
+                    log.info("round %d: %d of %d games played", round_number,
+                             played + len(records), len(todo))
                 played += len(records)
-                log.info("round %d: %d of %d games played", round_number, played, len(todo))
         return played
 
     def _agent(self, entrant: Entrant) -> Agent:
-        """The entrant's agent, built on first use with a seed of its own."""
+        """The entrant's agent, built on first use with a seed of its own (from its name, so
+        the same whatever games are already on file)."""
         if entrant.name not in self._agents:
-            seed = self.seed + 1 + len(self._agents)
+            seed = self.seed + zlib.crc32(entrant.name.encode())
             self._agents[entrant.name] = entrant.build(self.env_options["name"], seed)
         return self._agents[entrant.name]
 
@@ -413,8 +418,7 @@ def summarize(matches: list[dict[str, Any]], entrants: list[Entrant], env: str,
             "win_rate_lower": overall["lower"], "win_rate_upper": overall["upper"],
             "invalid_move_rate": (sum(m["invalid_moves"].get(seat, 0) for m, seat in seats)
                                   / moves if moves else None),
-            "tokens_per_move": (sum(tokens) / moves if moves and None not in tokens
-                                and any(tokens) else None),
+            "tokens_per_move": sum(tokens) / moves if moves and None not in tokens else None,
             "seconds_per_move": float(np.mean(seconds)) if seconds else None,
             "step": steps[name],
             "roles": {role: rate(games) for (who, role), games in sorted(by_agent_role.items())

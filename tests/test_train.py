@@ -113,7 +113,8 @@ def test_spy_trains_both_stages_with_role_baselines_checkpoints_and_resumes(defa
     # the end-of-run evaluation, apart (as sharded runs do it)
     evaluation = subprocess.run(
         [sys.executable, "-m", "trainers.evaluation", str(tmp_path), "evaluation.games=2",
-         "evaluation.parallel_games=2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+         "evaluation.parallel_games=2", "model.lora=null"],  # model.lora: a null-valued key
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]
     report = json.loads((tmp_path / "evaluation.json").read_text())
     assert report["games"] == 2 and set(report["initial"]) == set(report["final"])

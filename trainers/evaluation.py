@@ -278,8 +278,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     from omegaconf import OmegaConf
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    parser = argparse.ArgumentParser(prog="python -m trainers.evaluation",
-                                     description=main.__doc__.split(":")[1].split(";")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m trainers.evaluation",
+        description="train.py's end-of-run evaluation of a finished run: its final model "
+                    "against the model it started from, with the run's config")
     parser.add_argument("run", type=Path, help="the run folder of train.py (hydra.run.dir)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="changes to the run's config, e.g. evaluation.games=64")
@@ -289,9 +291,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not needed.is_file():
             parser.error(f"{args.run} is not a finished train.py run: {needed} is missing")
     cfg = OmegaConf.load(config_file)
+    absent = object()
     for override in args.overrides:
         key, equals, _ = override.partition("=")
-        if not equals or OmegaConf.select(cfg, key) is None:
+        if not equals or OmegaConf.select(cfg, key, default=absent) is absent:
             parser.error(f"{override!r}: overrides are key=value with a key of the run's config")
     cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(args.overrides)))
     try:

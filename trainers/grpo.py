@@ -109,9 +109,6 @@ class TrajectoryGRPOTrainer(GRPOTrainer):
         handler = self.callback_handler
         handler.model = handler.optimizer = handler.lr_scheduler = None
         self.accelerator.free_memory()  # its own references, then gc and the allocator's cache
-        if torch.cuda.is_available():
-            log.info("training state released: %.1f GiB still allocated on %s",
-                     torch.cuda.memory_allocated() / 2**30, self.accelerator.device)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         """Full weights through :func:`trainers.checkpoints.load_full_weights` (transformers'
