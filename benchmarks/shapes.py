@@ -25,18 +25,21 @@ VISION = {"depth": 32, "embed_dim": 1280, "num_heads": 16, "mlp_ratio": 4}
 ROPE = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]}
 
 
-def shaped_folder(shape: str, folder: Path) -> Path:
-    """``folder`` holding the ``shape``-sized config, the tiny tokenizer and processor."""
+def shaped_folder(shape: str, folder: Path, layers: int | None = None) -> Path:
+    """``folder`` holding the ``shape``-sized config, the tiny tokenizer and processor;
+    ``layers`` keeps the widths but builds that many language and vision layers (a small form
+    of the shape for tests)."""
     tiny = default_model_path()
     folder.mkdir(parents=True, exist_ok=True)
     for item in tiny.iterdir():
         if item.suffix != ".safetensors":
             shutil.copy(item, folder / item.name)
     config = json.loads((tiny / "config.json").read_text())
-    text = TEXT_SHAPES[shape]
+    text = dict(TEXT_SHAPES[shape], **({"num_hidden_layers": layers} if layers else {}))
     config["text_config"].update(text, rope_parameters=ROPE,
                                  layer_types=["full_attention"] * text["num_hidden_layers"])
-    config["vision_config"].update(VISION, hidden_size=text["hidden_size"])
+    config["vision_config"].update(VISION, hidden_size=text["hidden_size"],
+                                   **({"depth": layers} if layers else {}))
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     processor = json.loads((folder / "processor_config.json").read_text())
     processor["image_processor"]["size"] = {"shortest_edge": 28 * 28 * 4,
@@ -45,7 +48,7 @@ def shaped_folder(shape: str, folder: Path) -> Path:
     return folder
 
 
-def saved_shaped_model(shape: str, folder: Path) -> Path:
+def saved_shaped_model(shape: str, folder: Path, layers: int | None = None) -> Path:
     """A :func:`shaped_folder` with random bfloat16 weights saved in it (once, on the GPU), for a
     trainer; vLLM builds its own dummy weights and gets the trainer's at the start."""
     import torch
@@ -53,7 +56,7 @@ def saved_shaped_model(shape: str, folder: Path) -> Path:
 
     if (folder / "model.safetensors.index.json").is_file():
         return folder
-    shaped_folder(shape, folder)
+    shaped_folder(shape, folder, layers)
     with torch.device("cuda"):
         model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(folder),
                                                         dtype=torch.bfloat16)

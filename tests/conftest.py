@@ -60,3 +60,18 @@ def spy_observations() -> list[dict]:
     while env.pending_turns()[0][2]["phase"] == "clue":
         env.step("I see \\boxed{a red cube}")
     return [first, env.pending_turns()[0][1]]
+
+
+# ----- `pytest -m gpu` fails rather than passing vacuously -----
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A GPU run (``-m gpu``) that selected no test, or that sees no CUDA GPU, fails at once."""
+    if session.config.option.markexpr.strip() != "gpu":
+        return
+    if not session.items:
+        pytest.exit("`pytest -m gpu` selected no test", returncode=pytest.ExitCode.TESTS_FAILED)
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.exit("`pytest -m gpu` needs a CUDA GPU and none is visible",
+                    returncode=pytest.ExitCode.TESTS_FAILED)
