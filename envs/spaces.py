@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from games.images import MAX_SIDE
+
 #: What random text is drawn from: printable ASCII, newlines, a few non-ASCII letters and symbols,
 #: and the characters answers are made of, so sampled actions exercise the parsers.
 SAMPLE_CHARSET = frozenset(string.printable) | frozenset("éüßçñøå—–…·°€你好日本語ΩπЖж🙂\\{}")
@@ -32,9 +34,10 @@ class FreeText(spaces.Text):
 
 
 class ImageArray(spaces.Space[np.ndarray]):
-    """An ``(H, W, 3)`` uint8 RGB image with sides from 1 to ``max_side`` pixels."""
+    """An ``(H, W, 3)`` uint8 RGB image with sides from 1 to ``max_side`` pixels (by default
+    ``games.images.MAX_SIDE``, the longest side any image source gives)."""
 
-    def __init__(self, max_side: int = 8192, seed: int | None = None):
+    def __init__(self, max_side: int = MAX_SIDE, seed: int | None = None):
         super().__init__(shape=None, dtype=np.uint8, seed=seed)
         self.max_side = max_side
 

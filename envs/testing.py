@@ -84,15 +84,32 @@ MUST_BE_INVALID = ("none", "integer", "float-nan", "bytes", "dict", "list", "ove
 
 
 def garbage(max_action_chars: int) -> dict[str, Any]:
-    """Every kind of garbage action by name, for an environment taking ``max_action_chars``."""
+    """Every kind of garbage action by name, for an environment taking ``max_action_chars``.
+
+    The ``-at-limit`` kinds fill the whole size limit with what a model stuck repeating itself
+    writes (openers of boxes, tags and options, braces, blank lines): a parser that rescans the
+    text from each opener takes seconds on them and breaks the ``turn time`` rule.
+    """
     answer = "\\boxed{1}"
+
+    def filled(unit: str, prefix: str = "", suffix: str = "") -> str:
+        """``prefix``, ``unit`` repeated, ``suffix``: ``max_action_chars`` characters in all."""
+        repeats = max(0, max_action_chars - len(prefix) - len(suffix))
+        return (prefix + (unit * repeats)[:repeats] + suffix)[:max_action_chars]
+
+    question_end = "y</question><answer>?</answer>"  # no option letter: no answer either
     return {
         "none": None, "integer": 7, "float-nan": float("nan"), "bytes": answer.encode(),
         "dict": {"text": answer}, "list": [answer],
         "over-limit": answer + "x" * max_action_chars, "nul": answer + "\x00",
         "surrogate": answer + "\ud800", "empty": "", "whitespace": " \t\n\r\x0b\x0c\xa0\u3000 ",
         "at-limit": ("x" * max_action_chars + answer)[-max_action_chars:],
-        "unclosed-boxes-at-limit": ("\\boxed{" * max_action_chars)[:max_action_chars],
+        "unclosed-boxes-at-limit": filled("\\boxed{"),
+        "nested-boxes-at-limit": filled("\\boxed{{}"),
+        "open-braces-at-limit": filled("{", prefix="\\boxed{"),
+        "unclosed-tags-at-limit": filled("<answer><question><description>"),
+        "blank-lines-question-at-limit": filled("\n", "<question>x", question_end),
+        "option-markers-question-at-limit": filled("A) ", "<question>x\n", question_end),
         "control-characters": "\x01\x07\x1b[2J\x1b]0;title\x07\x7f\x9b6n\r\b" + answer,
         "unicode": "\u202e\ufeff🙂你好e\u0301Ωж\U0010fffd" + answer,
         "empty-box": "\\boxed{}", "blank-box": "\\boxed{ \n }", "unclosed-box": "\\boxed{",

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import copy
+import logging
+import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from pettingzoo.test import api_test
 from PIL import Image
 
+import envs
+from envs.spaces import ImageArray
 from games.images import (
+    MAX_SIDE,
     SOURCES,
     ChartSource,
     ClevrSource,
@@ -274,7 +280,8 @@ def test_a_vision_zero_pair_folder_loads_unchanged(tmp_path: Path) -> None:
         rng(3)).pair_id
 
 
-def test_pair_folder_skips_bad_files_with_one_counting_warning(tmp_path: Path) -> None:
+def test_pair_folder_skips_bad_files_with_one_warning_naming_them(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     write_image(tmp_path / "good_original.jpg")
     write_image(tmp_path / "good_modified.jpeg", colour=1)
     write_image(tmp_path / "lonely_original.png")                # unpaired
@@ -290,11 +297,17 @@ def test_pair_folder_skips_bad_files_with_one_counting_warning(tmp_path: Path) -
     write_image(tmp_path / "big_modified.png")                  # unpaired
     write_image(tmp_path / "no_suffix.png")                     # unpaired
     write_image(tmp_path / "good_original.png")                 # duplicate
-    with pytest.warns(UserWarning) as record:
+    with pytest.warns(UserWarning) as record, caplog.at_level(logging.DEBUG, "games.images"):
         source = PairFolderSource(tmp_path, max_pixels=1000)
     assert len(record) == 1
-    assert str(record[0].message) == (f"skipped 11 files in {tmp_path}: 3 corrupt, 1 oversized, "
-                                      "6 unpaired, 1 duplicate")
+    assert str(record[0].message) == (
+        f"skipped 11 files in {tmp_path}: "
+        "3 corrupt (broken_original.png, cut2_original.jpg, cut_original.png), "
+        "1 oversized (big_original.png), "
+        "6 unpaired (big_modified.png, broken_modified.png, cut2_modified.jpg and 3 more), "
+        "1 duplicate (good_original.png)")
+    assert f"{tmp_path}: skipped unpaired files: big_modified.png, broken_modified.png, " \
+           "cut2_modified.jpg, cut_modified.png, lonely_original.png, no_suffix.png" in caplog.text
     assert len(source) == 1
     assert source.sample_pair(rng(0)).pair_id == "good"
 
@@ -308,7 +321,8 @@ def test_pil_decompression_bombs_are_refused(tmp_path: Path,
     with pytest.warns(UserWarning) as record:
         source = ImageFolderSource(tmp_path)
     assert len(record) == 1
-    assert str(record[0].message) == f"skipped 2 files in {tmp_path}: 2 oversized"
+    assert str(record[0].message) == (f"skipped 2 files in {tmp_path}: 2 oversized "
+                                      "(bomb.png, warns.png)")
     assert source.sample_image(rng(0)).image_id == "fine.png"
 
 
@@ -358,10 +372,64 @@ def test_missing_and_empty_folders_are_clear_errors(tmp_path: Path) -> None:
         ImageFolderSource(tmp_path)
     assert str(tmp_path) in str(error.value)
     write_image(tmp_path / "x_original.png")
-    with pytest.raises(ValueError, match="skipped 1 file in .*: 1 unpaired"):
+    with pytest.raises(ValueError, match=r"skipped 1 file in .*: 1 unpaired \(x_original\.png\)"):
         PairFolderSource(tmp_path)
     with pytest.raises(ValueError, match="max_pixels"):
         ImageFolderSource(tmp_path, max_pixels=0)
+
+
+@pytest.mark.parametrize("path", [None, "", 3, b"folder"])
+def test_a_path_that_is_no_path_is_a_clear_error(path) -> None:
+    for source_class in (PairFolderSource, ImageFolderSource):
+        with pytest.raises(ValueError, match=f"{source_class.__name__}: 'path' must name the "
+                                             f"image folder .*got {re.escape(repr(path))}"):
+            source_class(path)
+    with pytest.raises(ValueError, match="'path' must name the image folder"):
+        envs.make("spy", images={"source": "pair_folder", "path": path})
+
+
+def test_skipped_files_are_reported_once_per_folder_not_once_per_environment(
+        tmp_path: Path) -> None:
+    """A run builds one environment per game slot over the same folder: one warning for all."""
+    folders = [tmp_path / "first", tmp_path / "second"]
+    for folder in folders:
+        folder.mkdir()
+        write_image(folder / "a_original.png")
+        write_image(folder / "a_modified.png", colour=1)
+        write_image(folder / "lonely_original.png")
+    with pytest.warns(UserWarning) as record:
+        for _ in range(3):
+            for folder in folders:
+                envs.make("spy", images={"source": "pair_folder", "path": str(folder)})
+        PairFolderSource(folders[0])
+    assert [str(warning.message) for warning in record] == [
+        f"skipped 1 file in {folder}: 1 unpaired (lonely_original.png)" for folder in folders]
+    write_image(folders[0] / "b_modified.png")  # a different report: given again
+    with pytest.warns(UserWarning, match="2 unpaired"):
+        PairFolderSource(folders[0])
+
+
+def test_images_longer_than_the_observation_space_allows_are_scaled_down(tmp_path: Path) -> None:
+    """A 9000 x 200 pair passes the scan, is scaled to 8192 x 182 (aspect kept) and the
+    environment over it passes PettingZoo's api_test; a 20000 x 2 sliver keeps a 1-pixel side."""
+    write_image(tmp_path / "wide_original.png", size=(9000, 200), colour=0)
+    write_image(tmp_path / "wide_modified.png", size=(9000, 200), colour=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        source = PairFolderSource(tmp_path)
+    pair = source.sample_pair(rng(0))
+    assert pair.original.shape == pair.modified.shape == (182, MAX_SIDE, 3)
+    assert ImageArray().contains(pair.original) and ImageArray().max_side == MAX_SIDE
+    env = envs.make("spy", images={"source": "pair_folder", "path": str(tmp_path)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PettingZoo's notes on text observations
+        api_test(env, num_cycles=10)
+    write_image(tmp_path / "sliver.png", size=(20000, 2))
+    tall = Image.fromarray(np.zeros((10000, 3, 3), np.uint8))
+    tall.save(tmp_path / "tall.png")
+    shapes = {ImageFolderSource(tmp_path).sample_image(rng(seed)).image.shape
+              for seed in range(20)}
+    assert shapes == {(182, MAX_SIDE, 3), (1, MAX_SIDE, 3), (MAX_SIDE, 2, 3)}
 
 
 # ----- the registry -----

@@ -19,15 +19,15 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from games.images.base import ImagePair, ImageSource, ProceduralSource, SceneImage
+from games.images.base import MAX_SIDE, ImagePair, ImageSource, ProceduralSource, SceneImage
 from games.images.charts import ChartSource
 from games.images.clevr import ClevrSource
 from games.images.folders import ImageFolderSource, PairFolderSource
 from games.registry import Registry
 
 __all__ = [
-    "SOURCES", "ChartSource", "ClevrSource", "ImageFolderSource", "ImagePair", "ImageSource",
-    "PairFolderSource", "ProceduralSource", "SceneImage", "make_source",
+    "MAX_SIDE", "SOURCES", "ChartSource", "ClevrSource", "ImageFolderSource", "ImagePair",
+    "ImageSource", "PairFolderSource", "ProceduralSource", "SceneImage", "make_source",
     "register_source",
 ]
 

@@ -10,6 +10,10 @@ import numpy as np
 
 from games.checks import check_int
 
+#: The longest side, in pixels, of any image a source gives; environments declare it in their
+#: observation space (``envs.spaces.ImageArray``), and folder sources scale larger images down.
+MAX_SIDE = 8192
+
 
 @dataclass(frozen=True)
 class SceneImage:
@@ -42,7 +46,8 @@ class ImagePair:
 
 
 class ImageSource(ABC):
-    """A deterministic supply of images: the same generator state gives the same images."""
+    """A deterministic supply of images: the same generator state gives the same images, each
+    with sides of 1 to :data:`MAX_SIDE` pixels."""
 
     #: What the source can give: "pairs" sources also give single images (their originals).
     provides: tuple[str, ...] = ("pairs", "images")

@@ -12,21 +12,31 @@ subfolders are ignored. ``domain`` ("photos" by default) tells the games what th
 decompression-bomb guard) or, for pairs, *unpaired* (no usable partner, or a name without the
 ``_original``/``_modified`` suffix) or a *duplicate* (a second file for the same base and role, say
 ``a_original.png`` and ``a_original.jpg``: the first in sorted order is kept). Skipped files are
-reported in one warning per source, counted by reason. A missing folder raises FileNotFoundError;
-a folder with nothing usable raises ValueError.
+reported in one warning, counted by reason with the first few names of each (every name is logged
+at debug level), once per folder and process: the many environments of a run that each scan the
+same folder warn once. A missing folder raises FileNotFoundError, a ``path`` that is no path
+(``None``, empty) ValueError, and so does a folder with nothing usable.
+
+**Large images are scaled down, not refused.** An image with a side longer than
+:data:`~games.images.base.MAX_SIDE` (8192 pixels, the longest side the environments' observation
+space holds) passes the scan and is scaled down when decoded, keeping its aspect ratio (9000 x 200
+becomes 8192 x 182; no side drops below 1 pixel): a dataset of large photos stays usable, and what
+the model sees is at most what its processor would keep anyway. Only ``max_pixels`` refuses a file,
+before it is decoded.
 
 **Sampling** draws uniformly with the caller's generator and decodes the chosen files to RGB uint8
-arrays (EXIF rotation applied, transparency composited over white). A file that passed the scan but
-fails to decode is dropped with a warning and another is drawn. ``pair_id`` is the base name,
-``image_id`` the file name; descriptions and change logs are empty.
+arrays (EXIF rotation applied, transparency composited over white, scaled down as above). A file
+that passed the scan but fails to decode is dropped with a warning and another is drawn.
+``pair_id`` is the base name, ``image_id`` the file name; descriptions and change logs are empty.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import warnings
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, TypeVar
@@ -35,12 +45,18 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from games.checks import check_int
-from games.images.base import ImagePair, ImageSource, SceneImage
+from games.images.base import MAX_SIDE, ImagePair, ImageSource, SceneImage
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 PAIR_NAME = re.compile(r"(?P<base>.+)_(?P<role>original|modified)")
 #: Reasons for skipping a file, in the order the warning lists them.
 SKIP_REASONS = ("corrupt", "oversized", "unpaired", "duplicate")
+#: How many skipped files of each reason the warning names (the debug log names them all).
+NAMES_IN_WARNING = 3
+
+logger = logging.getLogger(__name__)
+#: (folder, report) of every skip report given in this process, so that each is given once.
+_reported: set[tuple[Path, str]] = set()
 
 _Entry = TypeVar("_Entry")
 _Sample = TypeVar("_Sample")
@@ -72,7 +88,8 @@ def _check_image(path: Path, max_pixels: int) -> str | None:
 
 
 def _decode(path: Path, max_pixels: int) -> np.ndarray:
-    """The image at ``path`` as an ``(H, W, 3)`` uint8 RGB array."""
+    """The image at ``path`` as an ``(H, W, 3)`` uint8 RGB array, with sides of at most
+    ``MAX_SIDE`` pixels."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(path) as image:
@@ -82,7 +99,9 @@ def _decode(path: Path, max_pixels: int) -> np.ndarray:
             if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
                 image = Image.alpha_composite(Image.new("RGBA", image.size, "white"),
                                               image.convert("RGBA"))
-            return np.asarray(image.convert("RGB"))
+            rgb = image.convert("RGB")
+    rgb.thumbnail((MAX_SIDE, MAX_SIDE))  # only ever shrinks; keeps the aspect ratio
+    return np.asarray(rgb)
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -100,6 +119,9 @@ class _FolderSource(ImageSource):
 
     def __init__(self, path: str | os.PathLike[str], domain: str, max_pixels: int) -> None:
         owner = type(self).__name__
+        if not isinstance(path, str | os.PathLike) or path == "":
+            raise ValueError(f"{owner}: 'path' must name the image folder (a string or a path), "
+                             f"got {path!r}")
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"{owner}: image folder {str(self.path)!r} does not exist")
@@ -110,20 +132,38 @@ class _FolderSource(ImageSource):
         self.domain = domain
         self.max_pixels = check_int(f"{owner}.max_pixels", max_pixels, 1)
 
-    def _skip_report(self, skipped: Counter[str]) -> str:
-        total = sum(skipped.values())
-        reasons = ", ".join(f"{skipped[reason]} {reason}" for reason in SKIP_REASONS
-                            if skipped[reason])
-        return f"skipped {total} file{'s' * (total != 1)} in {self.path}: {reasons}"
+    def _skip_report(self, skipped: dict[str, list[str]]) -> str:
+        """The skipped files counted by reason, with the first few names of each."""
+        total = sum(map(len, skipped.values()))
+        reasons = []
+        for reason in SKIP_REASONS:
+            names = sorted(skipped.get(reason, ()))
+            if not names:
+                continue
+            shown = ", ".join(names[:NAMES_IN_WARNING])
+            if len(names) > NAMES_IN_WARNING:
+                shown += f" and {len(names) - NAMES_IN_WARNING} more"
+            reasons.append(f"{len(names)} {reason} ({shown})")
+        return f"skipped {total} file{'s' * (total != 1)} in {self.path}: {', '.join(reasons)}"
 
-    def _finish_scan(self, usable: int, skipped: Counter[str], expected: str) -> None:
-        """Raise if nothing is usable, else warn once about the skipped files."""
+    def _finish_scan(self, usable: int, skipped: dict[str, list[str]], expected: str) -> None:
+        """Raise if nothing is usable, else report the skipped files, once per folder and report
+        (every environment of a run builds its own source over the same folder)."""
         if not usable:
             report = f" ({self._skip_report(skipped)})" if skipped else ""
             raise ValueError(f"{type(self).__name__}: no usable {expected} in {self.path}"
                              f"{report}; expected {expected} named {self._naming}")
-        if skipped:
-            warnings.warn(self._skip_report(skipped), stacklevel=3)
+        if not skipped:
+            return
+        report = self._skip_report(skipped)
+        if (self.path.resolve(), report) in _reported:
+            return
+        _reported.add((self.path.resolve(), report))
+        for reason in SKIP_REASONS:
+            if skipped.get(reason):
+                logger.debug("%s: skipped %s files: %s", self.path, reason,
+                             ", ".join(sorted(skipped[reason])))
+        warnings.warn(report, stacklevel=3)
 
     def _draw(self, rng: np.random.Generator, entries: list[_Entry],
               load: Callable[[_Entry], _Sample]) -> _Sample:
@@ -150,12 +190,12 @@ class PairFolderSource(_FolderSource):
     def __init__(self, path: str | os.PathLike[str], domain: str = "photos",
                  max_pixels: int = 50_000_000) -> None:
         super().__init__(path, domain, max_pixels)
-        skipped: Counter[str] = Counter()
+        skipped: dict[str, list[str]] = defaultdict(list)
         roles: dict[str, dict[str, Path]] = {}
         for file in _image_files(self.path):
             match = PAIR_NAME.fullmatch(file.stem)
             if match is None:
-                skipped["unpaired"] += 1
+                skipped["unpaired"].append(file.name)
                 continue
             found = roles.setdefault(match["base"], {})
             reason = _check_image(file, self.max_pixels)
@@ -164,13 +204,13 @@ class PairFolderSource(_FolderSource):
             if reason is None:
                 found[match["role"]] = file
             else:
-                skipped[reason] += 1
+                skipped[reason].append(file.name)
         self._pairs: list[tuple[str, Path, Path]] = []
         for base, files in sorted(roles.items()):
             if len(files) == 2:
                 self._pairs.append((base, files["original"], files["modified"]))
             else:
-                skipped["unpaired"] += len(files)
+                skipped["unpaired"] += [file.name for file in files.values()]
         self._finish_scan(len(self._pairs), skipped, "image pairs")
 
     def __len__(self) -> int:
@@ -201,14 +241,14 @@ class ImageFolderSource(_FolderSource):
     def __init__(self, path: str | os.PathLike[str], domain: str = "photos",
                  max_pixels: int = 50_000_000) -> None:
         super().__init__(path, domain, max_pixels)
-        skipped: Counter[str] = Counter()
+        skipped: dict[str, list[str]] = defaultdict(list)
         self._files: list[Path] = []
         for file in _image_files(self.path):
             reason = _check_image(file, self.max_pixels)
             if reason is None:
                 self._files.append(file)
             else:
-                skipped[reason] += 1
+                skipped[reason].append(file.name)
         self._finish_scan(len(self._files), skipped, "images")
 
     def __len__(self) -> int:
