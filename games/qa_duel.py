@@ -19,25 +19,44 @@ Images             both seats see the same image
 Options are four lines starting ``A)`` .. ``D)`` (``A.``, ``A:`` and ``(A)`` are accepted too), in
 order, after a non-empty question stem; the answer is a single letter, the questioner's
 *intuitive* answer, given without working it out. Anything else is an invalid question: reward
--1 and the game ends with no answers.
+-1 and the game ends with no answers. Letters are capitals; ``lowercase_letters=True`` also
+reads a-d, in the questioner's answer and the solver's (as released).
 
 **Answers.** The solver answers ``num_answers`` times, reasoning first and giving the final
 letter in ``\\boxed{}`` (``<answer>X</answer>`` is accepted too). The pseudo-label is the
-majority letter over valid answers (ties go to the earliest letter); its confidence ``c`` is its
-count over *all* answers, invalid ones included (as released). A solver answer earns 1 if it
-matches the pseudo-label, else 0.
+majority letter over valid answers; a tie goes to the letter answered first (as released: the
+answers are exchangeable samples, so this picks uniformly among the tied letters, with no draw
+from the game's generator and no pull towards "A"). Its confidence ``c`` is its count over *all*
+answers, invalid ones included (as released). A solver answer earns 1 if it matches the
+pseudo-label, else 0.
 
 **Questioner reward** (``questioner_reward``, pluggable): ``"dual_track"`` (V-Zero):
 ``min(c, 1 - c)`` if the intuitive answer equals the majority, else ``0.5·c``; ``"uncertainty"``
 (R-Zero): ``min(c, 1 - c)`` whatever the intuitive answer. Known exploit of dual-track: an easy
 question with a deliberately wrong intuitive answer gets ``0.5·1 = 0.5``, the maximum. V-Zero's
 defence is downstream: the difficulty filter drops such questions from the solver's training.
+Which majority and ``c`` the reward reads is ``answer_votes``: ``"letters"`` (the default, the
+paper's: the pseudo-label and its confidence) or ``"boxed_text"`` (the released reward server):
+each answer votes with the text of its *last* ``\\boxed{`` if that box closes, verbatim ("B",
+"b" and "B) 30" are three answers; an empty box votes for nothing), an answer without one votes
+"None", which can win: the questioner then earns 0. ``c`` is the winner's count over all answers
+(ties: the answer given first); it agrees with the intuitive letter when it is that letter up to
+case, spaces, brackets and LaTeX commands ("b", "(B)", "\\text{B}": mathruler's
+``grade_answer`` against one letter, short of its sympy cases).
+
+**Paper or released code.** ``answer_votes="boxed_text"`` with ``lowercase_letters=True``
+reproduces the released code's questioner reward (``train.py fidelity=released`` sets both).
+Letters stay capitals by default: the prompts ask for capitals, and a lower-case reading also
+takes the article of "a cube" for option A. Not switchable: the released format check only looks
+for "A)".."D)" in the question and takes the first capital of the answer as the intuitive letter
+("Option B" reads "O"); its pseudo-labels come from other solver samples than its rewards.
 
 **Difficulty filter.** A game's ``in_band`` statistic is 1 when ``band[0] <= c <= band[1]``
-(default 0.3 to 0.8); trainers keep only those games' answers for the solver.
+(default 0.3 to 0.8; ``c`` the pseudo-label's confidence); trainers keep only those games'
+answers for the solver.
 
-**Statistics**: ``valid_question``, ``confidence``, ``agrees`` (intuitive == majority),
-``in_band``, ``valid_answer_rate``.
+**Statistics**: ``valid_question``, ``confidence`` (the pseudo-label's), ``agrees`` (the
+reward's majority names the intuitive letter), ``in_band``, ``valid_answer_rate``.
 """
 
 from __future__ import annotations
@@ -50,10 +69,10 @@ from typing import Any
 
 import numpy as np
 
-from games.checks import check_int, check_number
+from games.checks import check_choice, check_int, check_number
 from games.core import Game, Move, PromptTemplates, Turn
 from games.images import ImageSource, SceneImage
-from games.parsing import parse_choice, parse_letter, tagged
+from games.parsing import last_boxed, parse_choice, parse_letter, tagged
 
 QUESTION_PROMPT = """\
 Look at this {noun} and write one multiple-choice question about it that takes careful looking \
@@ -80,7 +99,16 @@ PROMPT_FIELDS = {"question": frozenset({"noun"}), "answer": frozenset({"noun", "
 PROMPTS = PromptTemplates({"question": QUESTION_PROMPT, "answer": ANSWER_PROMPT}, PROMPT_FIELDS)
 NOUNS = {"scenes": "picture", "charts": "chart", "photos": "image"}
 LETTERS = ("A", "B", "C", "D")
-_OPTION = re.compile(r"^\s*\(?([A-D])[).:]\s*(\S.*)$", re.MULTILINE)  # greedy: .*?\s*$ is quadratic
+# linear time: the indent stays within its line (^\s* would rescan every run of blank lines from
+# each of its line starts) and the text is greedy (.*?\s*$ rescans trailing spaces)
+_OPTION = re.compile(r"^[^\S\n]*\(?([A-D])[).:]\s*(\S.*)$", re.MULTILINE)
+
+#: How the solver's answers vote for the questioner's reward (see the module docstring).
+ANSWER_VOTES = ("letters", "boxed_text")
+#: The vote of an answer without a closed last box under ``answer_votes="boxed_text"`` (the
+#: released server's word for it, which a ``\\boxed{None}`` matches too).
+NO_BOX = "None"
+_NOT_A_LETTER = re.compile(r"\\[A-Za-z]+|[\s()\[\]{}]")
 
 QuestionerReward = Callable[[float, bool], float]
 QUESTIONER_REWARDS: dict[str, QuestionerReward] = {
@@ -101,12 +129,13 @@ class Question:
         return self.stem + "\n" + "\n".join(f"{k}) {v}" for k, v in self.options.items())
 
 
-def parse_question(text: str) -> Question | None:
-    """Read a questioner's answer in the documented format; None if it is not exactly that."""
+def parse_question(text: str, lowercase: bool = False) -> Question | None:
+    """Read a questioner's answer in the documented format; None if it is not exactly that
+    (``lowercase``: the intuitive answer may be a lower-case letter)."""
     body, answer = tagged(text, "question"), tagged(text, "answer")
     if body is None or answer is None:
         return None
-    intuitive = parse_letter(answer)
+    intuitive = parse_letter(answer, lowercase)
     options = _OPTION.findall(body)
     if intuitive is None or len(answer) > 3 or [k for k, _ in options] != list(LETTERS):
         return None
@@ -123,11 +152,17 @@ class QADuelConfig:
     num_answers: int = 10
     questioner_reward: str | QuestionerReward = "dual_track"
     band: tuple[float, float] = (0.3, 0.8)
+    answer_votes: str = "letters"
+    lowercase_letters: bool = False
     images: dict[str, Any] = field(default_factory=lambda: {"source": "clevr"})
     prompts: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_int("num_answers", self.num_answers, 1)
+        check_choice("answer_votes", self.answer_votes, ANSWER_VOTES)
+        if not isinstance(self.lowercase_letters, bool):
+            raise ValueError(f"lowercase_letters must be true or false, got "
+                             f"{self.lowercase_letters!r}")
         if isinstance(self.questioner_reward, str):
             if self.questioner_reward not in QUESTIONER_REWARDS:
                 raise ValueError(f"questioner_reward must be one of {sorted(QUESTIONER_REWARDS)} "
@@ -184,12 +219,13 @@ class QADuelGame(Game):
 
     def _judge(self, turn: Turn, text: str | None) -> Move:
         if turn.phase == "question":
-            self.question = None if text is None else parse_question(text)
+            self.question = (None if text is None
+                             else parse_question(text, self.config.lowercase_letters))
             if self.question is None:
                 return Move(turn, text or "", valid=False, shown="invalid question", reward=-1.0)
             shown = f"{self.question.text()}\n(intuitive answer: {self.question.intuitive})"
             return Move(turn, text, valid=True, shown=shown, value=self.question.intuitive)
-        letter = None if text is None else parse_choice(text)
+        letter = None if text is None else parse_choice(text, self.config.lowercase_letters)
         return Move(turn, text or "", valid=letter is not None,
                     shown=f"answer: {letter}" if letter else "invalid answer", value=letter)
 
@@ -205,14 +241,19 @@ class QADuelGame(Game):
         self._finish()
 
     def _finish(self) -> None:
-        answers = self.moves_of(phase="answer")
-        counts = Counter(m.value for m in answers if m.valid)
-        label = min(counts, key=lambda k: (-counts[k], k)) if counts else None
-        confidence = counts[label] / len(answers) if label else 0.0
-        agrees = self.question is not None and label == self.question.intuitive
+        answers = sorted(self.moves_of(phase="answer"), key=lambda m: m.turn.index)
+        label, count = _majority([m.value for m in answers if m.valid])
+        confidence = count / len(answers) if answers else 0.0
+        vote, share = label, confidence
+        if self.config.answer_votes == "boxed_text":
+            vote, count = _majority([v for v in (_boxed_text(m.text) for m in answers) if v])
+            share = count / len(answers) if answers else 0.0
+        agrees = (self.question is not None and vote is not None
+                  and _NOT_A_LETTER.sub("", vote).upper() == self.question.intuitive)
         question_move = self.moves[0]
         if self.question is not None:
-            question_move.reward = float(self.config.reward_rule()(confidence, agrees))
+            question_move.reward = (0.0 if vote == NO_BOX  # only a boxed_text vote can be
+                                    else float(self.config.reward_rule()(share, agrees)))
         for move in answers:
             move.reward = float(label is not None and move.value == label)
         self._rewards = {"questioner_1": question_move.reward,
@@ -252,3 +293,22 @@ class QADuelGame(Game):
             assert move.reward in ((0.0, 1.0) if move.valid else (0.0,)), (
                 f"turn {move.turn.index}: {'valid' if move.valid else 'invalid'} answer "
                 f"rewarded {move.reward}")
+
+
+def _majority(votes: list[str]) -> tuple[str | None, int]:
+    """The most frequent vote and its count; a tie goes to the vote given first (a ``Counter``
+    keeps the order votes first came in, and ``max`` the first of equals)."""
+    counts = Counter(votes)
+    if not counts:
+        return None, 0
+    winner = max(counts, key=counts.__getitem__)
+    return winner, counts[winner]
+
+
+def _boxed_text(text: str) -> str:
+    """An answer's vote under ``answer_votes="boxed_text"``: the stripped content of its last
+    ``\\boxed{`` if that box closes, else :data:`NO_BOX` (mathruler's ``extract_boxed_content``,
+    which the released server reads answers with)."""
+    start = text.rfind("\\boxed{")
+    content = None if start == -1 else last_boxed(text[start:])
+    return NO_BOX if content is None else content

@@ -31,6 +31,14 @@ format good when the reasoning before ``\\boxed{}`` is longer than 10 characters
 empty. A seat's episode return is its clue reward, its penalties and its vote's reward (the
 observer: the mean over its samples).
 
+**Paper or released code** (the paper's value first): ``decision`` ``"civilians"`` or
+``"observer"``; ``decision_reward`` ``"paper"`` or ``"shaped"``; ``spy_image`` ``"blank"`` (the
+paper's main text) or ``"modified"`` (its appendix and the released code; the default);
+``invalid_clue_penalty`` 0.5 (the project's) or 0 (the released code has none: an invalid clue
+only shows the placeholder). When stages switch and how turns become advantages is the
+trainer's (``selfplay.*``: ``schedule``, ``baseline_decay``, ``baseline_order``,
+``singleton_groups``). ``train.py fidelity=released`` sets them all to the released code's values.
+
 **Statistics** (:meth:`SpyGame.stats`): ``vote_accuracy``, ``na_rate``, ``invalid_vote_rate`` over
 all votes, ``spy_caught`` (a spy has strictly the most votes), ``invalid_clue_rate``: what a trainer
 needs for Iterative-SPO; turns carry role, phase, round, seat and game id for role baselines.

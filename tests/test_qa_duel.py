@@ -71,9 +71,9 @@ def test_disagreeing_majority_and_the_known_exploit(solid_source):
     assert game.stats()["in_band"] == 0.0              # ...which the difficulty filter drops
 
 
-def test_ties_go_to_the_earliest_letter(solid_source):
+def test_ties_go_to_the_letter_answered_first(solid_source):
     game = play(solid_source, ["\\boxed{D}", "\\boxed{B}", "\\boxed{D}", "\\boxed{B}"])
-    assert game.pseudo_label == "B"
+    assert game.pseudo_label == "D"  # not the earliest letter, B (tests/test_fidelity.py)
 
 
 def test_no_valid_answer(solid_source):

@@ -161,9 +161,9 @@ def test_qa_duel_trains_the_questioner_then_the_solver_on_majority_labels(tmp_pa
     assert len(answers) == 4
     for game in (answers[:2], answers[2:]):
         letters = [parse_choice(row["text"]) for row in game]
-        # each letter given once: the tie goes to the earliest, the majority label; the rows
-        # are normalised within their game: +1 for the label, -1 for the other
-        label = min(letter for letter in letters if letter)
+        # each letter given once: the tie goes to the letter answered first, the majority
+        # label; the rows are normalised within their game: +1 for the label, -1 for the other
+        label = next(letter for letter in letters if letter)
         assert [row["reward"] for row in game] == [float(letter == label) for letter in letters]
         assert sorted(row["advantage"] for row in game) == pytest.approx([-1.0, 1.0])
     steps = step_lines(tmp_path)

@@ -18,6 +18,10 @@ training code of its own:
   (:func:`trainers.rows.qa_duel_rows`). One policy plays both seats (self-play); V-Zero proper
   keeps two models, which this does not.
 
+Every recipe normalises its GRPO groups as ``selfplay.group_std`` and ``selfplay.singleton_groups``
+say (:class:`trainers.advantages.GroupNormalization`); the spy's role baselines follow
+``selfplay.baseline_decay`` and ``selfplay.baseline_order``.
+
 A game of one's own registers its recipe beside its environment::
 
     from trainers.recipes import register_recipe
@@ -32,7 +36,7 @@ from typing import Any, Protocol
 
 from agents.trajectory import GameResult
 from games.registry import Registry
-from trainers.advantages import RoleBaselines, group_normalize
+from trainers.advantages import PAPER_NORMALIZATION, GroupNormalization, RoleBaselines
 from trainers.rows import TrainingRow, qa_duel_rows, spy_rows
 from trainers.schedules import FixedAlternation, IterativeSPO
 from trainers.selfplay_config import SelfPlayConfig
@@ -64,6 +68,7 @@ class SpyRecipe:
 
     schedule: IterativeSPO | FixedAlternation
     baselines: RoleBaselines
+    normalization: GroupNormalization = PAPER_NORMALIZATION
     stages: tuple[str, ...] = ("decision", "clue")
     repeats: int = 1
 
@@ -72,7 +77,7 @@ class SpyRecipe:
         return self.schedule.stage
 
     def rows(self, results: list[GameResult]) -> dict[str, list[TrainingRow]]:
-        return spy_rows(results, self.baselines)
+        return spy_rows(results, self.baselines, self.normalization)
 
     def observe(self, statistics: dict[str, float]) -> None:
         self.schedule.update(statistics["vote_accuracy"], statistics["na_rate"])
@@ -97,6 +102,7 @@ class DuelRecipe:
 
     schedule: FixedAlternation
     repeats: int = 4
+    normalization: GroupNormalization = PAPER_NORMALIZATION
     stages: tuple[str, ...] = ("question", "answer")
 
     def __post_init__(self) -> None:
@@ -111,7 +117,7 @@ class DuelRecipe:
         return self.schedule.stage
 
     def rows(self, results: list[GameResult]) -> dict[str, list[TrainingRow]]:
-        return qa_duel_rows(results)
+        return qa_duel_rows(results, self.normalization)
 
     def observe(self, statistics: dict[str, float]) -> None:
         self.schedule.update()
@@ -131,6 +137,7 @@ class GroupRecipe:
     """Any game's training (see the module docstring): one stage, every turn a model played."""
 
     repeats: int = 4
+    normalization: GroupNormalization = PAPER_NORMALIZATION
     stages: tuple[str, ...] = ("play",)
     stage: str = field(default="play", init=False)
 
@@ -140,8 +147,8 @@ class GroupRecipe:
 
     def rows(self, results: list[GameResult]) -> dict[str, list[TrainingRow]]:
         turns = [t for r in results for t in r.turns if t.completion_ids]
-        advantages = group_normalize([(t.game_id, t.seat) for t in turns],
-                                     [t.reward for t in turns])
+        advantages = self.normalization([(t.game_id, t.seat) for t in turns],
+                                        [t.reward for t in turns])
         return {"play": [TrainingRow(t, a) for t, a in zip(turns, advantages, strict=True)]}
 
     def observe(self, statistics: dict[str, float]) -> None:
@@ -172,18 +179,26 @@ def make_recipe(game: str, selfplay: SelfPlayConfig) -> Recipe:
     plays of each seed."""
     if game in RECIPES:
         return RECIPES[game](selfplay)
-    return GroupRecipe(repeats=selfplay.repeats)
+    return GroupRecipe(repeats=selfplay.repeats, normalization=group_normalization(selfplay))
+
+
+def group_normalization(selfplay: SelfPlayConfig) -> GroupNormalization:
+    """How ``selfplay``'s options normalise GRPO groups."""
+    return GroupNormalization(std=selfplay.group_std, singletons=selfplay.singleton_groups)
 
 
 def _spy(selfplay: SelfPlayConfig) -> SpyRecipe:
     schedule = (IterativeSPO(min_steps=selfplay.min_steps, **selfplay.switch)
                 if selfplay.schedule == "paper" else FixedAlternation(cycle=selfplay.cycle))
-    return SpyRecipe(schedule, RoleBaselines(decay=selfplay.baseline_decay))
+    return SpyRecipe(schedule, RoleBaselines(decay=selfplay.baseline_decay,
+                                             order=selfplay.baseline_order),
+                     group_normalization(selfplay))
 
 
 def _duel(selfplay: SelfPlayConfig) -> DuelRecipe:
     return DuelRecipe(FixedAlternation(cycle=selfplay.cycle, stages=("question", "answer")),
-                      repeats=selfplay.questions_per_image)
+                      repeats=selfplay.questions_per_image,
+                      normalization=group_normalization(selfplay))
 
 
 register_recipe("spy", _spy)

@@ -1,6 +1,18 @@
 """The ``selfplay`` options of ``train.py``: how games are played for training rows and how the
 game's recipe turns them into rows. The one source of their defaults (``train.py`` puts them in
 Hydra's config store; ``--cfg job`` prints them) and of their checks, each error naming its field.
+
+**Paper or released code.** Where the project follows a paper (or its own choice) rather than the
+paper's released code, each difference is a switch of its own, here (how rows get advantages) or
+in the game's config (its rules): each says which of its values is the paper's and which the
+released code's, whose numbers it then reproduces. One switch per difference rather than one
+flag in the code, because the differences are independent (one may want the released code's
+baseline order with the paper's vote), and because such a flag would have to reach into two
+config groups (``selfplay`` and ``env``) and mean different things per game. To set them all at
+once for the game being trained, ``train.py fidelity=released`` picks a Hydra preset,
+``configs/fidelity/game/<env>_released.yaml``, that lists every value (any key set on the command
+line still wins); ``fidelity=paper``, the default, changes nothing. Defaults are the paper's
+(``configs/recipe/spy.yaml`` trains the spy game with the released code's observer vote).
 """
 
 from __future__ import annotations
@@ -9,6 +21,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from games.checks import check_choice, check_int, check_number
+from trainers.advantages import BASELINE_ORDERS, GROUP_STDS, SINGLETON_RULES
 from trainers.schedules import IterativeSPO
 
 #: Iterative-SPO's stage switch set for the tiny player, whose votes start near 0.3. For real
@@ -38,6 +51,17 @@ class SelfPlayConfig:
     cycle: int = 1
     #: spy: the EMA decay of the role baselines (paper 0.95, released code 0.9).
     baseline_decay: float = 0.95
+    #: spy: the role baseline a clue's advantage subtracts: ``subtract_then_update`` the one before
+    #: the round's rewards move it (SPIRAL's order, the paper) or ``update_then_subtract`` the one
+    #: they moved it to (the released code).
+    baseline_order: str = "subtract_then_update"
+    #: GRPO groups (votes of one game, questions about one image, answers of one game): divided by
+    #: the ``population`` std (eps 1e-8: the paper's formula, Vision-Zero's released code) or the
+    #: ``sample`` std (ddof 1, eps 1e-6: verl's GRPO in V-Zero's released code).
+    group_std: str = "population"
+    #: A GRPO group of one member (a spy game's only vote, an image asked once): advantage
+    #: ``zero`` (nothing to compare it with) or its ``reward`` (both released codes).
+    singleton_groups: str = "zero"
     #: qa_duel: plays of one image, the questioner's GRPO group.
     questions_per_image: int = 4
     #: Games without a recipe of their own: plays of one seed, the GRPO group of a seat's turns.
@@ -64,6 +88,9 @@ class SelfPlayConfig:
         check_number("baseline_decay", self.baseline_decay, 0)
         if self.baseline_decay >= 1:
             raise ValueError(f"baseline_decay must be in [0, 1), got {self.baseline_decay!r}")
+        check_choice("baseline_order", self.baseline_order, BASELINE_ORDERS)
+        check_choice("group_std", self.group_std, GROUP_STDS)
+        check_choice("singleton_groups", self.singleton_groups, SINGLETON_RULES)
         check_int("questions_per_image", self.questions_per_image, 1)
         check_int("repeats", self.repeats, 1)
         check_int("rounds_per_stage", self.rounds_per_stage, 1)
