@@ -17,7 +17,7 @@ from games.qa_duel import QADuelConfig, QADuelGame
 from games.spy import SpyConfig, SpyGame
 from tests.test_qa_duel import QUESTION
 from trainers.advantages import GroupNormalization, RoleBaselines, group_normalize
-from trainers.config_checks import ConfigError, check_train_config
+from trainers.config_checks import ConfigError, check_fidelity, check_train_config
 from trainers.recipes import make_recipe
 from trainers.selfplay_config import SelfPlayConfig
 
@@ -307,3 +307,12 @@ def test_a_wrong_switch_is_one_line_naming_the_key(overrides, expected):
 def test_an_unknown_fidelity_lists_the_choices():
     with pytest.raises(MissingConfigException, match="Available options in 'fidelity'"):
         compose_train("fidelity=exact")
+
+
+def test_fidelity_released_without_the_games_preset_is_an_error(tmp_path):
+    (tmp_path / "spy_released.yaml").write_text("env: {}\n")
+    check_fidelity("released", "spy", tmp_path)
+    check_fidelity("paper", "count", tmp_path)  # the paper's rules need no preset
+    with pytest.raises(ConfigError, match=r"fidelity=released: no released-code preset for "
+                                          r"env=count \(presets: spy;"):
+        check_fidelity("released", "count", tmp_path)

@@ -93,10 +93,20 @@ def check_train_config(cfg: DictConfig, *, config_file: Path, agents: Collection
     check_sampling(options["sampling"])
     check_agent(options["agent"], agents)
     check_env(options["env"])
+    check_fidelity(options.get("fidelity", "paper"), options["env"]["name"],
+                   config_file.parent / "fidelity" / "game")
     if options["selfplay"]["asynchronous"] and options["agent"]["name"] not in REMOTE_AGENTS:
         raise ConfigError(f"selfplay.asynchronous plays the next games during the update, which "
                           f"needs a policy served elsewhere (agent={REMOTE_AGENTS[0]}), not "
                           f"agent={options['agent']['name']}")
+
+
+def check_fidelity(fidelity: str, env: str, presets: Path) -> None:
+    """``fidelity=released`` needs the game's released-code preset in ``presets``."""
+    if fidelity == "released" and not (presets / f"{env}_released.yaml").is_file():
+        known = sorted(path.stem.removesuffix("_released") for path in presets.glob("*.yaml"))
+        raise ConfigError(f"fidelity=released: no released-code preset for env={env} "
+                          f"(presets: {', '.join(known)}; configs/fidelity/game/)")
 
 
 def primary_keys(config_file: Path) -> list[str]:
