@@ -20,11 +20,21 @@ resumes from the newest complete checkpoint (:mod:`trainers.checkpoints`: a kill
 one that is passed over): model, optimizer, scheduler, RNG, step, role baselines, the stage
 machine, left-over rows and the policy's sampling seeds. ``accelerate launch train.py ...`` runs
 data-parallel (README: Training).
+
+``selfplay.models=separate`` (qa_duel) trains each role as a model of its own, V-Zero's loop:
+phases of ``selfplay.cycle`` steps (``trainer.max_steps`` in all) take turns over the game's
+:data:`~trainers.recipes.MODEL_PHASES` — the questioner against the solver, then the solver on
+fresh answers labelled by its previous weights. A phase is a run of its own, in
+``phase-NN-<model>/`` (log, checkpoints, resume, ``final/``), that trains one model from its
+latest weights (at first ``model.path``) while the other seats play the other models' latest
+weights, frozen; ``models.json`` names each model's latest folder. Every phase starts its
+optimizer afresh, as V-Zero's phases do.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import sys
@@ -47,6 +57,7 @@ from trainers.config_checks import (
     sharding_from_launcher,
 )
 from trainers.evaluation import evaluate_training, evaluation_settings
+from trainers.recipes import MODEL_PHASES, ModelPhase
 from trainers.selfplay_config import SelfPlayConfig, store_selfplay_defaults
 
 if TYPE_CHECKING:  # torch, transformers and TRL are imported once the config is checked
@@ -83,9 +94,11 @@ def make_policy(agent: DictConfig, path: str, model: Any, processor: Any,
     return policy, name != "transformers", policy.sleep if options.get("sleep") else None
 
 
-def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
+def build(cfg: DictConfig, out: Path, phase: PhaseSeating | None = None,
+          ) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
     """The trainer and its self-play row source for a resolved ``train.yaml`` config, checked
-    first: a bad value is a one-line :class:`ConfigError`, before anything heavy is imported."""
+    first: a bad value is a one-line :class:`ConfigError`, before anything heavy is imported.
+    ``phase``: a phase of separate models (its stage, its frozen seats, the policy to reuse)."""
     check_train_config(cfg, config_file=CONFIG_FILE, agents=POLICY_AGENTS)
     try:  # checked now, used once training is over
         evaluation_settings(cfg)
@@ -98,14 +111,17 @@ def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
 
     from trainers.grpo import TrajectoryGRPOConfig, TrajectoryGRPOTrainer
     from trainers.log_metrics import LogMetrics
-    from trainers.recipes import make_recipe
+    from trainers.recipes import OneStage, make_recipe
     from trainers.selfplay import SaveSelfPlayState, SelfPlay
     from trainers.weight_sync import SyncRolloutWeights
 
-    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out / "tensorboard"))
+    if phase is not None or "TENSORBOARD_LOGGING_DIR" not in os.environ:  # each phase its own
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "tensorboard")
     env_options = OmegaConf.to_container(cfg.env, resolve=True)
     selfplay_options = SelfPlayConfig(**OmegaConf.to_container(cfg.selfplay, resolve=True))
     recipe = make_recipe(envs.resolve(env_options["name"]), selfplay_options)
+    if phase is not None:
+        recipe = OneStage(recipe, phase.plan.stage)
     try:
         args = TrajectoryGRPOConfig(output_dir=str(out / "checkpoints"), seed=cfg.seed,
                                     **OmegaConf.to_container(cfg.trainer, resolve=True))
@@ -129,16 +145,23 @@ def build(cfg: DictConfig, out: Path) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
         model.to(f"cuda:{args.local_process_index}")
     sampling = SamplingConfig(**OmegaConf.to_container(cfg.sampling, resolve=True),
                               seed=cfg.seed + rank)
-    policy, pushes_weights, after_rollouts = make_policy(
-        cfg.agent, path, model, processor, sampling,
-        one_engine_per_gpu=on_gpu and args.world_size > 1)
+    if phase is not None and phase.policy is not None:  # an engine of an earlier phase
+        policy, pushes_weights, after_rollouts = phase.policy
+    else:
+        policy, pushes_weights, after_rollouts = make_policy(
+            cfg.agent, path, model, processor, sampling,
+            one_engine_per_gpu=on_gpu and args.world_size > 1)
+    seats: Agent | dict[str, Agent] = policy
+    if phase is not None:
+        phase.policy = (policy, pushes_weights, after_rollouts) if pushes_weights else None
+        seats = {**phase.frozen, phase.plan.plays: policy}
 
     if on_gpu:  # the engine's start-up may have made another GPU current
         torch.cuda.set_device(args.local_process_index)
         log.info("process %d: GPU %d, model on %s", rank, torch.cuda.current_device(),
                  next(model.parameters()).device)
 
-    runner = RolloutRunner(lambda: envs.make(**env_options), policy,
+    runner = RolloutRunner(lambda: envs.make(**env_options), seats,
                            parallel_games=selfplay_options.games_per_round)
     selfplay = SelfPlay(runner, recipe, selfplay_options.games_per_round,
                         seed=(cfg.seed * args.world_size + rank) * 1_000_000_000,
@@ -225,17 +248,118 @@ store_env_configs()  # env=<name> for every registered game, from its config dat
 store_selfplay_defaults()  # selfplay.*, from trainers.selfplay_config.SelfPlayConfig
 
 
-@hydra.main(version_base=None, config_path="configs", config_name="train")
-@report_errors
-def main(cfg: DictConfig) -> None:
-    out = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
-    trainer, selfplay = build(cfg, out)
+class PhaseSeating:
+    """Who plays in a phase of separate models: the phase's plan, an agent for each frozen seat,
+    and the policy agent kept from the previous phase if it takes pushed weights (a vLLM engine
+    is built once and gets each phase's model)."""
+
+    def __init__(self, plan: ModelPhase, frozen: dict[str, Agent],
+                 policy: tuple[Agent, bool, Callable[[], None] | None] | None):
+        self.plan, self.frozen, self.policy = plan, frozen, policy
+
+
+class FrozenModels:
+    """One playing agent per model that a phase does not train, holding that model's latest
+    weights: built again when they change (``agent=vllm``: an engine in a process of its own,
+    the previous one stopped)."""
+
+    def __init__(self, agent: DictConfig, sampling: SamplingConfig):
+        self.options, self.sampling = OmegaConf.to_container(agent, resolve=True), sampling
+        self._agents: dict[str, tuple[Path, Agent]] = {}
+
+    def agent(self, model: str, weights: Path) -> Agent:
+        held = self._agents.get(model)
+        if held is not None and held[0] == weights:
+            return held[1]
+        if held is not None and hasattr(held[1], "close"):
+            held[1].close()
+        options = dict(self.options)
+        agent = make_agent(options.pop("name"), model=str(weights), sampling=self.sampling,
+                           **options)
+        self._agents[model] = (weights, agent)
+        return agent
+
+
+def train_models_apart(cfg: DictConfig, out: Path) -> None:
+    """``selfplay.models=separate``: the phases of the game's two-model loop, each a run of its
+    own (see the module docstring)."""
+    game = envs.resolve(cfg.env.name)
+    if game not in MODEL_PHASES:
+        raise ConfigError(f"selfplay.models=separate: env={cfg.env.name} has no two-model loop "
+                          f"(games with one: {', '.join(MODEL_PHASES)}); use "
+                          f"selfplay.models=shared")
+    if cfg.agent.name not in ("transformers", "vllm") or sharding_from_launcher(os.environ):
+        raise ConfigError("selfplay.models=separate plays the frozen models in the training "
+                          "processes: agent=transformers or agent=vllm, unsharded (DDP at most)")
+    plans = MODEL_PHASES[game](SelfPlayConfig(**OmegaConf.to_container(cfg.selfplay,
+                                                                       resolve=True)))
+    steps, cycle = cfg.trainer.max_steps, cfg.selfplay.cycle
+    latest = {plan.model: Path(model_path(cfg.model.path)) for plan in plans}
+    rank = int(os.environ.get("RANK", 0))
+    frozen = FrozenModels(cfg.agent, SamplingConfig(**OmegaConf.to_container(cfg.sampling),
+                                                    seed=cfg.seed + rank))
+    policy = None
+    for number, first in enumerate(range(0, steps, cycle)):
+        plan = plans[number % len(plans)]
+        folder = out / f"phase-{number + 1:02d}-{plan.model}"
+        if not (folder / PHASE_DONE).is_file():
+            phase_cfg = phase_config(cfg, plan, latest[plan.model], min(cycle, steps - first),
+                                     seed=cfg.seed + number)
+            seating = PhaseSeating(plan, {seat: frozen.agent(model, latest[model])
+                                          for seat, model in plan.frozen.items()}, policy)
+            log.info("phase %d: %s trains %s (%s) from %s", number + 1, plan.model,
+                     plan.stage, plan.plays, latest[plan.model])
+            trainer, _ = train_and_save(phase_cfg, folder, seating)
+            policy = seating.policy
+            if trainer.args.process_index == 0:
+                (folder / PHASE_DONE).write_text("{}")
+            trainer.accelerator.wait_for_everyone()
+            del trainer
+        latest[plan.model] = folder / "final"
+    models = {model: str(path.relative_to(out)) if path.is_relative_to(out) else str(path)
+              for model, path in latest.items()}
+    if rank == 0:
+        (out / "models.json").write_text(json.dumps(models, indent=2))
+    log.info("done: the models' latest weights: %s", models)
+
+
+PHASE_DONE = "phase_complete"
+
+
+def phase_config(cfg: DictConfig, plan: ModelPhase, weights: Path, steps: int,
+                 seed: int) -> DictConfig:
+    """``cfg`` for one phase: its model's latest weights, its steps, the game options of its
+    plan and its own seed (each phase plays other games); no evaluation."""
+    phase = cfg.copy()
+    phase.model.path, phase.trainer.max_steps, phase.seed = str(weights), steps, seed
+    phase.evaluation.games = 0
+    for key, value in plan.env.items():
+        phase.env[key] = value
+    return phase
+
+
+def train_and_save(cfg: DictConfig, out: Path, phase: PhaseSeating | None = None,
+                   ) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
+    """Trains (or resumes) the run in ``out`` and saves its model in ``out/final``."""
     from trainers.checkpoints import train_or_resume
 
+    trainer, selfplay = build(cfg, out, phase)
     train_or_resume(trainer, selfplay)  # from the newest complete checkpoint, if any
     save_final_model(trainer, out / "final", lora=bool(cfg.model.lora))
     if selfplay.after_rollouts is not None:  # no more games: the engine's memory back (sleep)
         selfplay.after_rollouts()
+    return trainer, selfplay
+
+
+@hydra.main(version_base=None, config_path="configs", config_name="train")
+@report_errors
+def main(cfg: DictConfig) -> None:
+    out = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
+    if cfg.selfplay.models == "separate":
+        check_train_config(cfg, config_file=CONFIG_FILE, agents=POLICY_AGENTS)
+        train_models_apart(cfg, out)
+        return
+    trainer, selfplay = train_and_save(cfg, out)
     if sharding_from_launcher(os.environ):
         if trainer.args.process_index == 0 and evaluation_settings(cfg)[0]:
             log.info("evaluation: sharded training keeps its GPU memory until its processes "

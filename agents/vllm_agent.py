@@ -114,6 +114,10 @@ class VLLMAgent(Agent):
             self.llm.wake_up(tags=sorted(waking))
             self._asleep -= waking
 
+    def close(self) -> None:
+        """Stops the engine (and its process, if it has one), giving its memory back."""
+        self.llm.llm_engine.engine_core.shutdown()
+
     def prompt_text(self, observation: dict[str, Any]) -> str:
         """The chat template's text for an observation, one placeholder per image."""
         return self.processor.apply_chat_template(chat_messages(observation),

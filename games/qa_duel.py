@@ -1,9 +1,10 @@
 """QA duel — V-Zero's Questioner and Solver over one unlabeled image.
 
 =================  =====================================================================
-Seats              ``questioner_1``, ``solver_1``
-Phases             ``question`` (one turn), then ``answer`` (``num_answers`` turns, default 10)
-Images             both seats see the same image
+Seats              ``questioner_1``, ``solver_1`` (and ``student_1`` if ``student_answers``)
+Phases             ``question`` (one turn), then ``answer`` (``num_answers`` turns, default 10,
+                   and ``student_answers`` turns of the student, default 0)
+Images             every seat sees the same image
 =================  =====================================================================
 
 **Question.** The questioner writes, in this exact format::
@@ -51,12 +52,19 @@ takes the article of "a cube" for option A. Not switchable: the released format 
 for "A)".."D)" in the question and takes the first capital of the answer as the intuitive letter
 ("Option B" reads "O"); its pseudo-labels come from other solver samples than its rewards.
 
+**Student** (``student_answers``, default 0: none). V-Zero trains its solver on fresh answers
+labelled by the previous solver's majority, not on the answers that made the label. A third seat,
+``student_1`` (role ``student``), answers the same question ``student_answers`` times beside the
+solver's answers; its answers do not vote, and each earns 1 if it matches the pseudo-label, else
+0. ``train.py selfplay.models=separate`` seats the solver in training there.
+
 **Difficulty filter.** A game's ``in_band`` statistic is 1 when ``band[0] <= c <= band[1]``
 (default 0.3 to 0.8; ``c`` the pseudo-label's confidence); trainers keep only those games'
 answers for the solver.
 
 **Statistics**: ``valid_question``, ``confidence`` (the pseudo-label's), ``agrees`` (the
-reward's majority names the intuitive letter), ``in_band``, ``valid_answer_rate``.
+reward's majority names the intuitive letter), ``in_band``, ``valid_answer_rate``; with a
+student, ``student_agreement`` (the share of its answers that match the pseudo-label).
 """
 
 from __future__ import annotations
@@ -150,6 +158,7 @@ class QADuelConfig:
     """Options of :class:`QADuelGame` (see the module docstring)."""
 
     num_answers: int = 10
+    student_answers: int = 0
     questioner_reward: str | QuestionerReward = "dual_track"
     band: tuple[float, float] = (0.3, 0.8)
     answer_votes: str = "letters"
@@ -159,6 +168,7 @@ class QADuelConfig:
 
     def __post_init__(self) -> None:
         check_int("num_answers", self.num_answers, 1)
+        check_int("student_answers", self.student_answers, 0)
         check_choice("answer_votes", self.answer_votes, ANSWER_VOTES)
         if not isinstance(self.lowercase_letters, bool):
             raise ValueError(f"lowercase_letters must be true or false, got "
@@ -207,15 +217,15 @@ class QADuelGame(Game):
 
     @classmethod
     def seats(cls, config: QADuelConfig) -> tuple[str, ...]:
-        return ("questioner_1", "solver_1")
+        return ("questioner_1", "solver_1") + (("student_1",) if config.student_answers else ())
 
     @property
     def roles(self) -> dict[str, str]:
-        return {"questioner_1": "questioner", "solver_1": "solver"}
+        return {seat: seat.removesuffix("_1") for seat in self.seats(self.config)}
 
     @property
     def seat_images(self) -> dict[str, tuple[np.ndarray, ...]]:
-        return {"questioner_1": (self.image.image,), "solver_1": (self.image.image,)}
+        return {seat: (self.image.image,) for seat in self.seats(self.config)}
 
     def _judge(self, turn: Turn, text: str | None) -> Move:
         if turn.phase == "question":
@@ -237,11 +247,15 @@ class QADuelGame(Game):
                        "question": self.question.stem, "options": self.question.options}
             for _ in range(self.config.num_answers):
                 self._ask("solver_1", "solver", "answer", 0, prompt, (self.image.image,), context)
+            for _ in range(self.config.student_answers):  # the same question, apart from the vote
+                self._ask("student_1", "student", "answer", 0, prompt, (self.image.image,),
+                          context | {"role": "student"})
             return
         self._finish()
 
     def _finish(self) -> None:
-        answers = sorted(self.moves_of(phase="answer"), key=lambda m: m.turn.index)
+        answers = sorted(self.moves_of("solver_1", "answer"), key=lambda m: m.turn.index)
+        student = self.moves_of("student_1", "answer")
         label, count = _majority([m.value for m in answers if m.valid])
         confidence = count / len(answers) if answers else 0.0
         vote, share = label, confidence
@@ -254,11 +268,14 @@ class QADuelGame(Game):
         if self.question is not None:
             question_move.reward = (0.0 if vote == NO_BOX  # only a boxed_text vote can be
                                     else float(self.config.reward_rule()(share, agrees)))
-        for move in answers:
+        for move in answers + student:
             move.reward = float(label is not None and move.value == label)
         self._rewards = {"questioner_1": question_move.reward,
                          "solver_1": float(np.mean([m.reward for m in answers])) if answers
                          else 0.0}
+        if self.config.student_answers:
+            self._rewards["student_1"] = (float(np.mean([m.reward for m in student])) if student
+                                          else 0.0)
         low, high = self.config.band
         self._stats = {
             "valid_question": float(self.question is not None),
@@ -268,6 +285,8 @@ class QADuelGame(Game):
             "valid_answer_rate": (sum(m.valid for m in answers) / len(answers)) if answers
             else 0.0,
         }
+        if self.config.student_answers:
+            self._stats["student_agreement"] = self._rewards["student_1"]
         self.pseudo_label = label
 
     def seat_rewards(self) -> dict[str, float]:
@@ -278,7 +297,8 @@ class QADuelGame(Game):
 
     def check_invariants(self) -> None:
         """Once the game is over: an invalid question scores -1 and ends the game; a named
-        questioner reward lies in [0, 0.5]; a solver answer earns 0 or 1, an invalid one 0."""
+        questioner reward lies in [0, 0.5]; an answer (solver or student) earns 0 or 1, an
+        invalid one 0."""
         if not self.done:
             return
         question, answers = self.moves[0], self.moves[1:]

@@ -40,6 +40,9 @@ def duel_player(observation: dict) -> str:
 def test_duel_conforms_and_a_player_reaches_the_solver():
     report = check_game("qa_duel", num_answers=3, player=duel_player)
     assert set(report.garbage_turns) == {"questioner_1", "solver_1"} and not report.untested
+    with_student = check_game("qa_duel", num_answers=3, student_answers=2, player=duel_player)
+    assert set(with_student.garbage_turns) == {"questioner_1", "solver_1", "student_1"}
+    assert not with_student.untested
     unreached = check_game("qa_duel", num_answers=3, seeds=(0,))  # random text: no question
     assert unreached.untested == [
         "solver_1 never got any garbage: no game reached its turns (pass player= to reach them)"]

@@ -99,3 +99,31 @@ def test_pluggable_rule(solid_source):
 def test_bad_config_values(options, message):
     with pytest.raises(ValueError, match=message):
         QADuelConfig(**options)
+
+
+def test_a_student_is_scored_against_the_solvers_label_without_voting(solid_source):
+    game = QADuelGame(QADuelConfig(num_answers=4, student_answers=3), solid_source,
+                      np.random.default_rng(0), "q")
+    assert game.seats(game.config) == ("questioner_1", "solver_1", "student_1")
+    assert game.roles["student_1"] == "student"
+    game.play(game.pending()[0].index, QUESTION)
+    pending = game.pending()
+    assert [t.seat for t in pending] == ["solver_1"] * 4 + ["student_1"] * 3
+    assert all(t.phase == "answer" and t.prompt == pending[0].prompt for t in pending)
+    # the solver votes B 3:1; the student's three A's would win a vote they are not part of
+    for turn, answer in zip(pending, ["\\boxed{B}"] * 3 + ["\\boxed{D}"]
+                            + ["\\boxed{A}", "\\boxed{A}", "\\boxed{B}"], strict=True):
+        game.play(turn.index, answer)
+    assert game.done and game.pseudo_label == "B"
+    assert game.stats()["confidence"] == 0.75
+    assert [m.reward for m in game.moves_of("student_1")] == [0.0, 0.0, 1.0]
+    assert game.seat_rewards()["student_1"] == pytest.approx(1 / 3)
+    assert game.stats()["student_agreement"] == pytest.approx(1 / 3)
+    assert game.seat_rewards()["solver_1"] == 0.75
+
+
+def test_without_a_student_the_duel_has_two_seats(solid_source):
+    game = QADuelGame(QADuelConfig(), solid_source, np.random.default_rng(0), "q")
+    assert game.seats(game.config) == ("questioner_1", "solver_1")
+    with pytest.raises(ValueError, match="student_answers"):
+        QADuelConfig(student_answers=-1)

@@ -17,8 +17,10 @@ import psutil
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText
 
+from agents.model import model_path
 from games.parsing import parse_choice
 from trainers.checkpoints import MARK, incomplete_reasons
 
@@ -303,3 +305,50 @@ def test_two_nodes_train_one_data_parallel_run(default_model, tmp_path):
     # the games' statistics are averaged across the nodes: both keep the same stage
     assert states[0]["recipe"]["schedule"] == states[1]["recipe"]["schedule"]
     assert json.loads((run_dir / "evaluation.json").read_text())["games"] == 2  # rank 0's
+
+
+def test_qa_duel_trains_two_models_in_turn_against_each_others_frozen_weights(tmp_path):
+    # V-Zero's loop with phases of one step: the questioner (against the tiny player's solver),
+    # the solver (its student seat, on the tiny player's questions and labels), the questioner
+    # again, from its phase-1 weights, against the phase-2 solver
+    options = ("env=qa_duel", "env.num_answers=2", "selfplay.questions_per_image=2",
+               "selfplay.cycle=1", "selfplay.models=separate", "selfplay.student_answers=2",
+               "sampling.max_tokens=128", "trainer.per_device_train_batch_size=2",
+               "trainer.max_steps=3")
+    result = train(tmp_path, "tiny-player", *options)
+    assert result.returncode == 0, result.stderr[-3000:]
+    phases = ["phase-01-questioner", "phase-02-solver", "phase-03-questioner"]
+    assert sorted(p.name for p in tmp_path.glob("phase-*")) == phases
+    assert json.loads((tmp_path / "models.json").read_text()) == {
+        "questioner": "phase-03-questioner/final", "solver": "phase-02-solver/final"}
+    log = (tmp_path / "train.log").read_text()
+    tiny = str(model_path("tiny-player"))
+    for number, model, stage, seat, start in (
+            (1, "questioner", "question", "questioner_1", tiny),
+            (2, "solver", "answer", "student_1", tiny),
+            (3, "questioner", "question", "questioner_1",
+             str(tmp_path / "phase-01-questioner" / "final"))):
+        assert f"phase {number}: {model} trains {stage} ({seat}) from {start}\n" in log
+    # a phase trains its stage only, on the rows of the seat its model plays: the solver's
+    # phase on the student's answers (left over: 4 from the two plays of an image in the band)
+    questions = saved_rows(tmp_path / phases[0] / "checkpoints" / "checkpoint-1")
+    answers = saved_rows(tmp_path / phases[1] / "checkpoints" / "checkpoint-1")
+    assert list(questions) == ["question"] and list(answers) == ["answer"]
+    assert answers["answer"] and {row["seat"] for row in answers["answer"]} == {"student_1"}
+    # phase 3 moved the questioner on from its phase-1 weights (its step's questions earned
+    # different rewards: loss and gradient non-zero; the first two steps' groups had none)
+    before, after = (load_file(tmp_path / phase / "final" / "model.safetensors")
+                     for phase in (phases[0], phases[2]))
+    assert any(not torch.equal(after[name], before[name]) for name in before)
+    # a rerun finds every phase done and trains nothing
+    again = train(tmp_path, "tiny-player", *options)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / "train.log").read_text().count("phase 1: questioner trains") == 1
+
+
+def test_separate_models_need_a_game_with_a_two_model_loop(tmp_path):
+    result = train(tmp_path, "tiny-random", "env=spy", "selfplay.models=separate")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: selfplay.models=separate: env=spy has no two-model loop (games with one: "
+        "qa_duel); use selfplay.models=shared")

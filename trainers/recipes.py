@@ -15,8 +15,14 @@ training code of its own:
   baselines of the clue stage (:func:`trainers.rows.spy_rows`).
 - :class:`DuelRecipe` (``qa_duel``, V-Zero): ``cycle`` steps of the questioner, then ``cycle`` of
   the solver; each image is played ``repeats`` times so that its questions form a GRPO group
-  (:func:`trainers.rows.qa_duel_rows`). One policy plays both seats (self-play); V-Zero proper
-  keeps two models, which this does not.
+  (:func:`trainers.rows.qa_duel_rows`). One policy plays both seats (self-play), or, with
+  ``selfplay.models=separate``, each role is a model of its own (:data:`MODEL_PHASES`).
+
+**Separate models.** A game may also register how its roles train as models of their own
+(:func:`register_model_phases`): a cycle of :class:`ModelPhase` s, each training one model on one
+stage of the recipe (:class:`OneStage`) while the other seats play frozen models. The duel's is
+V-Zero's loop: the questioner against the frozen solver, then the solver (the duel's student
+seat) on fresh answers to the frozen questioner's questions, labelled by the frozen solver's.
 
 Every recipe normalises its GRPO groups as ``selfplay.group_std`` and ``selfplay.singleton_groups``
 say (:class:`trainers.advantages.GroupNormalization`); the spy's role baselines follow
@@ -174,6 +180,60 @@ def register_recipe(game: str, factory: RecipeFactory, *, replace: bool = False)
     RECIPES.register(game, factory, replace=replace)
 
 
+@dataclass
+class OneStage:
+    """One stage of ``recipe`` and no other (a phase of separate models trains one role): its
+    rows only, no stage machine; a stage without rows is an error rather than a skip."""
+
+    recipe: Recipe
+    stage: str
+
+    def __post_init__(self) -> None:
+        if self.stage not in self.recipe.stages:
+            raise ValueError(f"no stage {self.stage!r}; stages: {self.recipe.stages}")
+        self.stages, self.repeats = (self.stage,), self.recipe.repeats
+
+    def rows(self, results: list[GameResult]) -> dict[str, list[TrainingRow]]:
+        return {self.stage: self.recipe.rows(results)[self.stage]}
+
+    def observe(self, statistics: dict[str, float]) -> None:
+        pass
+
+    def skip(self) -> None:
+        raise RuntimeError(f"the {self.stage!r} phase trains that stage only, and its games gave "
+                           f"too few rows for a step (see selfplay.rounds_per_stage)")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class ModelPhase:
+    """A phase of separate models: the recipe's ``stage`` trains the model called ``model``,
+    which plays the seat ``plays``; each seat of ``frozen`` is played by the latest weights of the
+    model it names, frozen for the phase; ``env`` overrides game options for the phase."""
+
+    stage: str
+    model: str
+    plays: str
+    frozen: dict[str, str]
+    env: dict[str, Any] = field(default_factory=dict)
+
+
+#: The cycle of phases by game name, each built from the ``selfplay`` options.
+MODEL_PHASES: Registry[Callable[[SelfPlayConfig], tuple[ModelPhase, ...]]] = Registry(
+    "two-model loop (selfplay.models=separate) for the game")
+
+
+def register_model_phases(game: str, phases: Callable[[SelfPlayConfig], tuple[ModelPhase, ...]],
+                          *, replace: bool = False) -> None:
+    """Train the roles of ``game`` as separate models in the cycle ``phases(selfplay)``."""
+    MODEL_PHASES.register(game, phases, replace=replace)
+
+
 def make_recipe(game: str, selfplay: SelfPlayConfig) -> Recipe:
     """The recipe registered for ``game``, else :class:`GroupRecipe` with ``selfplay.repeats``
     plays of each seed."""
@@ -201,5 +261,14 @@ def _duel(selfplay: SelfPlayConfig) -> DuelRecipe:
                       normalization=group_normalization(selfplay))
 
 
+def _duel_models(selfplay: SelfPlayConfig) -> tuple[ModelPhase, ...]:
+    return (ModelPhase("question", "questioner", plays="questioner_1",
+                       frozen={"solver_1": "solver"}),
+            ModelPhase("answer", "solver", plays="student_1",
+                       frozen={"questioner_1": "questioner", "solver_1": "solver"},
+                       env={"student_answers": selfplay.student_answers}))
+
+
 register_recipe("spy", _spy)
 register_recipe("qa_duel", _duel)
+register_model_phases("qa_duel", _duel_models)

@@ -25,7 +25,9 @@ QA duel (``qa_duel_rows``), one role per stage (V-Zero: the questioner, then the
   about one image. Games replayed from one seed (the rollout runner's ``repeats``) show the same
   image and share their ``game_id``: those form the group.
 - ``answer`` stage: the solver's answers of games whose confidence is inside the difficulty band,
-  normalised within each game's answers (the majority is the label).
+  normalised within each game's answers (the majority is the label). A duel with a student
+  (``student_answers``, two models: ``selfplay.models=separate``) trains the student's answers
+  instead, fresh samples scored against the solver's label.
 """
 
 from __future__ import annotations
@@ -62,12 +64,15 @@ def spy_rows(results: list[GameResult], baselines: RoleBaselines,
 def qa_duel_rows(results: list[GameResult],
                  normalization: GroupNormalization = PAPER_NORMALIZATION,
                  ) -> dict[str, list[TrainingRow]]:
-    """The training rows of both stages ("question" and "answer") from finished QA duels."""
+    """The training rows of both stages ("question" and "answer") from finished QA duels: the
+    questions, and the answers of in-band games — the student's where the duel has one (its
+    answers did not make the label), else the solver's."""
     questions = [t for r in results for t in r.turns if t.phase == "question"]
     question_advantages = normalization([t.game_id for t in questions],
                                         [t.reward for t in questions])
     games = [(number, t) for number, r in enumerate(results) if r.stats.get("in_band")
-             for t in r.turns if t.phase == "answer"]
+             for t in r.turns if t.phase == "answer"
+             and t.role == ("student" if "student_agreement" in r.stats else "solver")]
     answer_advantages = normalization([number for number, _ in games],
                                       [t.reward for _, t in games])
     return {"question": _rows(questions, question_advantages),

@@ -64,6 +64,14 @@ class SelfPlayConfig:
     singleton_groups: str = "zero"
     #: qa_duel: plays of one image, the questioner's GRPO group.
     questions_per_image: int = 4
+    #: ``shared``: one policy plays and learns every seat (self-play, the default: one model to
+    #: hold and serve). ``separate`` (qa_duel; V-Zero's released loop): one model per role,
+    #: trained in turn in phases of ``cycle`` steps, each against the others' latest weights,
+    #: frozen (``train.py`` explains the phases).
+    models: str = "shared"
+    #: ``models=separate``, qa_duel: fresh answers per question of the solver in training (the
+    #: duel's student), scored against the label of the previous solver's answers (V-Zero: 5).
+    student_answers: int = 5
     #: Games without a recipe of their own: plays of one seed, the GRPO group of a seat's turns.
     repeats: int = 4
     #: Rounds a step may play for its stage's rows before the stage is skipped (the duel's solver
@@ -92,6 +100,8 @@ class SelfPlayConfig:
         check_choice("group_std", self.group_std, GROUP_STDS)
         check_choice("singleton_groups", self.singleton_groups, SINGLETON_RULES)
         check_int("questions_per_image", self.questions_per_image, 1)
+        check_choice("models", self.models, ("shared", "separate"))
+        check_int("student_answers", self.student_answers, 1)
         check_int("repeats", self.repeats, 1)
         check_int("rounds_per_stage", self.rounds_per_stage, 1)
         if not isinstance(self.asynchronous, bool):

@@ -188,10 +188,11 @@ class ScriptedQADuelAgent(TextAgent):
             if intuitive is None or self._rng.random() >= self.intuition_accuracy:
                 intuitive = self._rng.choice([x for x in LETTERS if x != question.correct])
             return question_text(context["scene"], question, intuitive)
-        if role == "solver":
+        if role in ("solver", "student"):  # a student answers as a solver does
             letter = solve(context["scene"], context["question"], context["options"])
             if letter is None or self._rng.random() >= self.solver_accuracy:
                 guess = self._rng.choice(LETTERS)
                 return f"<think>I cannot work this out, so I guess.</think> \\boxed{{{guess}}}"
             return f"<think>I compare each option with the image.</think> \\boxed{{{letter}}}"
-        raise ValueError(f"ScriptedQADuelAgent cannot play role {role!r} (only questioner, solver)")
+        raise ValueError(f"ScriptedQADuelAgent cannot play role {role!r} "
+                         f"(only questioner, solver, student)")
