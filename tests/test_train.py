@@ -352,3 +352,27 @@ def test_separate_models_need_a_game_with_a_two_model_loop(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         "error: selfplay.models=separate: env=spy has no two-model loop (games with one: "
         "qa_duel); use selfplay.models=shared")
+
+
+def test_a_phase_seats_the_frozen_models_beside_the_policy_and_trains_its_stage(
+        default_model, tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    import train as train_script
+    from agents.random_agent import RandomAgent
+    from trainers.recipes import MODEL_PHASES
+    from trainers.selfplay_config import SelfPlayConfig
+
+    with initialize_config_dir(str(ROOT / "configs"), version_base=None):
+        cfg = compose("train", overrides=["env=qa_duel", f"model.path={default_model}",
+                                          "env.student_answers=2", "selfplay.models=separate"])
+    solver_phase = MODEL_PHASES["qa_duel"](SelfPlayConfig())[1]
+    frozen = {"questioner_1": RandomAgent(seed=0), "solver_1": RandomAgent(seed=1)}
+    seating = train_script.PhaseSeating(solver_phase, frozen, policy=None)
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path))  # restored after the test
+    trainer, selfplay = train_script.build(cfg, tmp_path, seating)
+    policy = selfplay.runner.agents["student_1"]
+    assert selfplay.runner.agents == {**frozen, "student_1": policy}
+    assert policy.model is trainer.model  # the transformers policy plays the trained model
+    assert selfplay.recipe.stages == ("answer",) and selfplay.recipe.stage == "answer"
+    assert seating.policy is None  # nothing to keep: the next phase's policy is its own model
