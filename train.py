@@ -341,9 +341,9 @@ def phase_config(cfg: DictConfig, plan: ModelPhase, weights: Path, steps: int,
 def train_and_save(cfg: DictConfig, out: Path, phase: PhaseSeating | None = None,
                    ) -> tuple[TrajectoryGRPOTrainer, SelfPlay]:
     """Trains (or resumes) the run in ``out`` and saves its model in ``out/final``."""
+    trainer, selfplay = build(cfg, out, phase)  # checks the config before importing torch
     from trainers.checkpoints import train_or_resume
 
-    trainer, selfplay = build(cfg, out, phase)
     train_or_resume(trainer, selfplay)  # from the newest complete checkpoint, if any
     save_final_model(trainer, out / "final", lora=bool(cfg.model.lora))
     if selfplay.after_rollouts is not None:  # no more games: the engine's memory back (sleep)
