@@ -2,6 +2,7 @@
 
     python benchmarks/train_step_gpu.py --shape 7b   # Qwen2-VL-7B-shaped, LoRA (r 64, all linear)
     python benchmarks/train_step_gpu.py --shape 3b   # 3B-shaped language model, full fine-tuning
+    python benchmarks/train_step_gpu.py --profile /tmp/train-profile.txt  # where GPU time goes
 
 It runs train.py's own trainer (``train.build`` on the Hydra config: ``agent=vllm`` with sleep mode,
 ``trainer=gpu``) on spy games for ``--steps`` steps with the stages alternating (decision, clue,
@@ -33,6 +34,7 @@ from typing import Any
 
 import torch
 from hydra import compose, initialize_config_dir
+from profile_summary import profiled
 from shapes import saved_shaped_model
 from transformers import TrainerCallback
 
@@ -113,6 +115,8 @@ def main() -> None:
                         help="vLLM's gpu_memory_utilization")
     parser.add_argument("--model-folder", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("/tmp/zeroplay-train-step"))
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="write a profile summary of the training (rollouts and updates)")
     args = parser.parse_args()
     folder = saved_shaped_model(args.shape,
                                 args.model_folder or Path(f"/tmp/zeroplay-{args.shape}"))
@@ -142,7 +146,8 @@ def main() -> None:
     timer = StepTimer(trainer, selfplay, memory)
     trainer.add_callback(timer)
     print(f"set-up (model load, vLLM start): {time.perf_counter() - started:.0f} s")
-    trainer.train()
+    with profiled(args.profile):
+        trainer.train()
     memory.stop()
 
     print(f"\n{args.shape}-shaped, {'LoRA' if LORA[args.shape] else 'full'}, "
@@ -159,11 +164,11 @@ def main() -> None:
     print(f"rollouts {per_game:.3f} s a game, updates {per_row:.3f} s a row "
           f"(weight push to vLLM included); peak GPU memory "
           f"{max(s['peak_gib'] for s in timer.steps):.1f} GiB")
-    for stage, rows_a_game in (("decision", 3), ("clue", 8)):
+    for stage, rows_a_game, target in (("decision", 3, 2.5), ("clue", 8, 4)):
         step = 128 * (per_game + rows_a_game * per_row)
         print(f"projection, {stage} stage: a step of 128 games = {step:.0f} s; 100 steps = "
-              f"{100 * step / 3600:.1f} H100-hours (target <= 13; the paper: "
-              f"{PAPER_A100_HOURS} A100-hours)")
+              f"{100 * step / 3600:.1f} {torch.cuda.get_device_name()} GPU-hours (target <= "
+              f"{target}; the paper: {PAPER_A100_HOURS} A100-hours in all)")
 
 
 if __name__ == "__main__":
