@@ -87,8 +87,9 @@ class TrajectoryGRPOTrainer(GRPOTrainer):
         from datasets import Dataset
 
         # TRL's loop draws prompts from a dataset to know how many rows a step takes; the rows
-        # themselves come from ``rows``, so the dataset is only a counter of that size.
-        size = args.per_device_train_batch_size * args.gradient_accumulation_steps
+        # themselves come from ``rows``, so the dataset is only a counter of that size: one
+        # generation batch of every process (fewer, and 4 processes or more drew no batch at all)
+        size = args.generation_batch_size
         super().__init__(model=model, args=args, processing_class=processor,
                          reward_funcs=[rewards_come_from_the_games],
                          train_dataset=Dataset.from_dict({"prompt": [[]] * size}),
