@@ -344,10 +344,9 @@ def train_and_save(cfg: DictConfig, out: Path, phase: PhaseSeating | None = None
     trainer, selfplay = build(cfg, out, phase)  # checks the config before importing torch
     from trainers.checkpoints import train_or_resume
 
-    train_or_resume(trainer, selfplay)  # from the newest complete checkpoint, if any
-    if trainer.state.global_step < trainer.args.max_steps:  # transformers only warns
-        raise RuntimeError(f"training stopped at step {trainer.state.global_step} of "
-                           f"{trainer.args.max_steps}")
+    step = train_or_resume(trainer, selfplay)  # from the newest complete checkpoint, if any
+    if step < trainer.args.max_steps:  # transformers only warns
+        raise RuntimeError(f"training stopped at step {step} of {trainer.args.max_steps}")
     save_final_model(trainer, out / "final", lora=bool(cfg.model.lora))
     if selfplay.after_rollouts is not None:  # no more games: the engine's memory back (sleep)
         selfplay.after_rollouts()

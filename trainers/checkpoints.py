@@ -111,24 +111,25 @@ def newest_complete_checkpoint(output_dir: str | Path) -> str | None:
     return None
 
 
-def train_or_resume(trainer: Any, selfplay: SelfPlay) -> None:
+def train_or_resume(trainer: Any, selfplay: SelfPlay) -> int:
     """Trains with checkpoints that count once complete (:class:`MarkComplete`, added last),
-    resuming from the newest complete one with its self-play state. One at ``max_steps`` (a run
-    killed after its last save, or rerun once finished) only gives its weights: transformers
-    would train a step past ``max_steps``."""
+    resuming from the newest complete one with its self-play state; returns the step the model
+    is at. One at ``max_steps`` (a run killed after its last save, or rerun once finished) only
+    gives its weights: transformers would train a step past ``max_steps``."""
     trainer.add_callback(MarkComplete(trainer.args))
     last = newest_complete_checkpoint(trainer.args.output_dir)
     if last is None:
         trainer.train()
-        return
+        return trainer.state.global_step
     SaveSelfPlayState.load(selfplay, last, trainer.args.process_index)
     step = json.loads((Path(last) / TRAINER_STATE_NAME).read_text())["global_step"]
     if 0 < trainer.args.max_steps <= step:
         log.info("resuming from %s: training is over at step %d", last, step)
         trainer._load_from_checkpoint(last)
-        return
+        return step
     log.info("resuming from %s", last)
     trainer.train(resume_from_checkpoint=last)
+    return trainer.state.global_step
 
 
 class MarkComplete(TrainerCallback):
