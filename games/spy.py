@@ -43,14 +43,9 @@ trainer's (``selfplay.*``: ``schedule``, ``baseline_decay``, ``baseline_order``,
 all votes, ``spy_caught`` (a spy has strictly the most votes), ``invalid_clue_rate``: what a trainer
 needs for Iterative-SPO; turns carry role, phase, round, seat and game id for role baselines.
 
-**Prompts** are the templates ``rules``, ``clue``, ``vote`` and ``observer``; override any of them
-with ``prompts={"clue": "..."}`` using the fields listed in ``PROMPT_FIELDS``. Their wording follows
-the image source's domain (``scenes``, ``charts``, ``photos``). They are laid out for an engine's
-prefix cache: the rules (the same in every game of a config, both roles' aims and both answer
-formats), the game's difference, the public transcript of clues (each turn's extends the last
-one's), and only then the seat, its private reasoning and the turn's one-line instruction. In a
-4-player game about 70% of the prompt tokens are then a prefix some earlier turn already computed
-(``benchmarks/rollout_speed.py`` measures it on vLLM).
+**Prompts** are the templates ``clue``, ``vote`` and ``observer``; override any of them with
+``prompts={"clue": "..."}`` using the fields listed in ``PROMPT_FIELDS``. Their wording follows the
+image source's domain (``scenes``, ``charts``, ``photos``).
 """
 
 from __future__ import annotations
@@ -67,67 +62,52 @@ from games.parsing import last_boxed, parse_vote, text_before_last_boxed
 
 INVALID_CLUE = "No valid clue provided."
 
-# The templates put what many turns share first and what changes last, so that an engine's prefix
-# cache serves most of a prompt: the seat's image, the rules (the same in every game of a config),
-# what is fixed for the game, the public transcript (the same for every seat; the next turn's
-# extends it), then the few lines that are the seat's and the turn's own.
-RULES = """\
-This is a game of "Who Is the Spy?" with {num_players} players. {setup} In each of {num_rounds} \
-clue rounds every player, in turn, gives one clue about their {noun}: a single sentence that is \
-different from the clues already given. Then {decision}.
-Civilians were shown the same {noun} as most players: their clues are specific and true, to help \
-find the spy. {spy_rules}
-To give a clue, think it through privately first, then write only the clue inside \\boxed{{}}, \
-for example \\boxed{{The small red cube is left of the large blue sphere.}}
-To vote, compare every clue with your {noun}: a clue that does not fit it, or one that stays \
-vague, points to the spy. Nobody may vote for themselves. Reason first, then give the player's \
-number inside \\boxed{{}}, for example \\boxed{{2}}. If you cannot tell, answer \\boxed{{N/A}}: it \
-costs less than a wrong vote."""
-
 CLUE_PROMPT = """\
-{rules}
-{difference}
+You are Player {player} in a game of "Who Is the Spy?" with {num_players} players. \
+This is clue round {round} of {num_rounds}.
+{setup} {difference}
+Your role: {role}. {role_rules}
 
-{clues}
+Give one clue: a single sentence about your {noun} that is different from the clues already given.
+Think it through privately first, then write only the clue inside \\boxed{{}}, for example \
+\\boxed{{The small red cube is left of the large blue sphere.}}
 
-You are Player {player}. Your role: {role}.
-{reasoning}Clue round {round} of {num_rounds}: give your clue."""
+{history}"""
 
 VOTE_PROMPT = """\
-{rules}
-{difference}
+You are Player {player} in a game of "Who Is the Spy?" with {num_players} players. \
+The clue rounds are over: now vote.
+{setup} {difference}
+Your role: CIVILIAN. The {noun} shown here is the one most players saw.
 
+All clues:
 {clues}
 
-You are Player {player}. Your role: CIVILIAN.
-{reasoning}The clue rounds are over: which player is the spy? Give your vote."""
+Which player is the spy? Compare every clue with your {noun}: a clue that does not fit it, or one \
+that stays vague, points to the spy. You may not vote for yourself. Reason first, then give the \
+player's number inside \\boxed{{}}, for example \\boxed{{2}}. If you cannot tell, answer \
+\\boxed{{N/A}}: it costs less than a wrong vote."""
 
 OBSERVER_PROMPT = """\
-{rules}
-{difference}
+You are the judge of a game of "Who Is the Spy?": {num_players} players have just given clues \
+about the {noun} they were shown.
+{setup} {difference}
+The {noun} shown here is the ORIGINAL one that the non-spies saw.
 
+All clues:
 {clues}
 
-You are the judge: you gave no clue, and the {noun} shown here is the ORIGINAL one that the \
-non-spies saw. Which player is the spy? Give your vote."""
+Which player is the spy? Look for clues that do not fit this {noun}, vague or evasive clues, and \
+clues that contradict the majority. Reason first, then give the player's number inside \
+\\boxed{{}}, for example \\boxed{{2}}. If you cannot tell, answer \\boxed{{N/A}}."""
 
-SPY_RULES = {
-    "modified": "The spy was shown the different {noun} but does not know what differs: its clues "
-                "are likely true of the others' {noun} too, so as not to reveal the differences.",
-    "blank": "The spy's {noun} is blank: it works out from the others' clues what they see and "
-             "describes something plausible, so that nobody suspects it.",
-}
-DECISIONS = {"civilians": "the civilians vote for the spy",
-             "observer": "a judge who saw the original {noun} names the spy"}
-
-_COMMON = {"num_players", "num_rounds", "noun", "rules", "difference", "clues"}
+_COMMON = {"num_players", "noun", "setup", "difference"}
 PROMPT_FIELDS = {
-    "clue": frozenset(_COMMON | {"player", "round", "role", "reasoning"}),
-    "vote": frozenset(_COMMON | {"player", "reasoning"}),
-    "observer": frozenset(_COMMON),
-    "rules": frozenset({"num_players", "num_rounds", "noun", "setup", "decision", "spy_rules"}),
+    "clue": frozenset(_COMMON | {"player", "round", "num_rounds", "role", "role_rules", "history"}),
+    "vote": frozenset(_COMMON | {"player", "clues"}),
+    "observer": frozenset(_COMMON | {"clues"}),
 }
-PROMPTS = PromptTemplates({"rules": RULES, "clue": CLUE_PROMPT, "vote": VOTE_PROMPT,
+PROMPTS = PromptTemplates({"clue": CLUE_PROMPT, "vote": VOTE_PROMPT,
                            "observer": OBSERVER_PROMPT}, PROMPT_FIELDS)
 
 NOUNS = {"scenes": "picture", "charts": "chart", "photos": "photo"}
@@ -247,27 +227,27 @@ class SpyGame(Game):
     def _ask_clue(self, round: int, player: int) -> None:
         role = "spy" if player in self.spies else "civilian"
         prompt = self.config.templates.render(
-            "clue", player=player, round=round, role=role.upper(), clues=self._clue_lines(),
-            reasoning=self._reasoning(player), **self._words)
+            "clue", player=player, round=round, num_rounds=self.config.num_rounds,
+            role=role.upper(), role_rules=self._role_rules(role), history=self._history(player),
+            **self._words)
         context = {"game": "spy", "player": player, "role": role, "round": round,
                    "num_players": self.config.num_players, "scene": self._scenes[player],
                    "clues": self._clues()}
         self._ask(f"player_{player}", role, "clue", round, prompt, self._images[player], context)
 
     def _ask_votes(self) -> None:
+        clues = self._clue_lines()
         if self.config.decision == "civilians":
             for player in self.civilians:
-                prompt = self.config.templates.render(
-                    "vote", player=player, clues=self._clue_lines(),
-                    reasoning=self._reasoning(player), **self._words)
+                prompt = self.config.templates.render("vote", player=player, clues=clues,
+                                                      **self._words)
                 context = {"game": "spy", "player": player, "role": "civilian",
                            "num_players": self.config.num_players,
                            "scene": self._scenes[player], "clues": self._clues()}
                 self._ask(f"player_{player}", "civilian", "decision", 0, prompt,
                           self._images[player], context)
             return
-        prompt = self.config.templates.render("observer", clues=self._clue_lines(),
-                                              **self._words)
+        prompt = self.config.templates.render("observer", clues=clues, **self._words)
         context = {"game": "spy", "player": None, "role": "observer",
                    "num_players": self.config.num_players,
                    "scene": self.pair.description, "clues": self._clues()}
@@ -377,10 +357,7 @@ class SpyGame(Game):
                 for m in self.moves_of(phase="clue")]
 
     def _clue_lines(self) -> str:
-        """The public transcript: every clue so far, by round, as every seat reads it."""
-        if not self.moves_of(phase="clue"):
-            return "Clues so far: none yet."
-        lines, last_round = ["Clues so far:"], 0
+        lines, last_round = [], 0
         for clue in self._clues():
             if clue["round"] != last_round:
                 lines.append(f"Round {clue['round']}:")
@@ -388,19 +365,38 @@ class SpyGame(Game):
             lines.append(f"  Player {clue['player']}: {clue['clue']}")
         return "\n".join(lines)
 
-    def _reasoning(self, player: int) -> str:
-        """``player``'s private reasoning before each of its earlier clues (the text before its
-        box, the last ``max_reasoning_chars`` of it), one line each; empty if none."""
+    def _history(self, player: int) -> str:
+        """Earlier clues for ``player``'s clue prompt, with its own earlier reasoning."""
+        clue_moves = self.moves_of(phase="clue")
+        if not clue_moves:
+            return "No clues have been given yet: you speak first."
+        lines, last_round = ["Clues so far:"], 0
         limit = self.config.max_reasoning_chars
-        lines = []
-        for move in self.moves_of(f"player_{player}", "clue"):
-            reasoning = text_before_last_boxed(move.text)[-limit:].strip() if limit else ""
+        for move in clue_moves:
+            if move.turn.round != last_round:
+                lines.append(f"Round {move.turn.round}:")
+                last_round = move.turn.round
+            speaker = _player_of(move.turn)
+            if speaker != player:
+                lines.append(f"  Player {speaker}: {move.shown}")
+                continue
+            lines.append(f"  Player {speaker} (you): {move.shown}")
+            reasoning = text_before_last_boxed(move.text)[-limit:] if limit else ""
             if reasoning:
-                lines.append(f"  Round {move.turn.round}: {reasoning}")
-        if not lines:
-            return ""
-        return "Your private reasoning before your earlier clues (only you see it):\n" + "\n".join(
-            lines) + "\n"
+                lines.append(f"    (your private reasoning then: {reasoning})")
+        return "\n".join(lines)
+
+    def _role_rules(self, role: str) -> str:
+        noun = self._words["noun"]
+        if role == "civilian":
+            return (f"You were shown the same {noun} as most players. Give a specific, true clue "
+                    f"that helps the others find the spy, without repeating earlier clues.")
+        if self.config.spy_image == "blank":
+            return (f"Your {noun} is blank. Work out from the other clues what the others see "
+                    f"and describe something plausible, so that nobody suspects you.")
+        return (f"You were shown the different {noun}, but you do not know what differs. Give "
+                f"clues that are likely true of the others' {noun} too, and avoid revealing the "
+                f"differences.")
 
     def _domain_words(self, domain: str) -> dict[str, str]:
         noun = NOUNS.get(domain, "picture")
@@ -414,13 +410,8 @@ class SpyGame(Game):
             changed = {c.get("object", c.get("item")) for c in self.pair.changes}
             count = _COUNT_WORDS.get(len(changed), str(len(changed))) if changed else "some"
             difference = DIFFERENCES.get(domain, DIFFERENCES["photos"]).format(count=count)
-        words = {"noun": noun, "num_players": str(self.config.num_players),
-                 "num_rounds": str(self.config.num_rounds)}
-        decision = DECISIONS[self.config.decision].format(noun=noun)
-        spy_rules = SPY_RULES[self.config.spy_image].format(noun=noun)
-        rules = self.config.templates.render("rules", setup=setup, decision=decision,
-                                             spy_rules=spy_rules, **words)
-        return {**words, "rules": rules, "difference": difference}
+        return {"noun": noun, "setup": setup, "difference": difference,
+                "num_players": str(self.config.num_players)}
 
     def _scene_of(self, player: int) -> dict[str, Any]:
         if player not in self.spies:
