@@ -111,6 +111,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--micro-batch", type=int, default=8)
+    parser.add_argument("--gradient-checkpointing", choices=["on", "off"], default="on",
+                        help="recompute activations in the backward pass (less memory)")
     parser.add_argument("--gpu-memory", type=float, default=0.4,
                         help="vLLM's gpu_memory_utilization")
     parser.add_argument("--model-folder", type=Path, default=None)
@@ -134,6 +136,7 @@ def main() -> None:
         f"sampling.max_tokens={args.max_tokens}", "trainer=gpu",
         f"trainer.max_steps={args.steps}", "+trainer.save_strategy=no", "trainer.report_to=none",
         f"trainer.per_device_train_batch_size={args.micro_batch}",
+        f"trainer.gradient_checkpointing={args.gradient_checkpointing == 'on'}",
         f"trainer.gradient_accumulation_steps={rows // args.micro_batch}",
         f"selfplay.games_per_round={args.games}", "selfplay.schedule=alternate",
     ] + ([lora] if LORA[args.shape] else [])
@@ -151,7 +154,8 @@ def main() -> None:
     memory.stop()
 
     print(f"\n{args.shape}-shaped, {'LoRA' if LORA[args.shape] else 'full'}, "
-          f"{args.games} games a round, {args.max_tokens} tokens a turn, {rows} rows a step")
+          f"{args.games} games a round, {args.max_tokens} tokens a turn, {rows} rows a step, "
+          f"micro-batch {args.micro_batch}, gradient checkpointing {args.gradient_checkpointing}")
     print(f"{'step':>4} {'stage':>9} {'games':>5} {'rows':>5} {'rollout s':>9} {'update s':>8} "
           f"{'peak GiB':>8}")
     for s in timer.steps:

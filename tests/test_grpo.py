@@ -40,8 +40,10 @@ def make_trainer(model, processor, rows, tmp_path, peft_config=None,
         max_steps=1, learning_rate=1e-2, logging_steps=1,
         save_strategy="no", **options)
     queue = iter(rows)
-    return TrajectoryGRPOTrainer(model, processor, args, peft_config=peft_config,
-                                 rows=lambda count: [next(queue) for _ in range(count)])
+    trainer = TrajectoryGRPOTrainer(model, processor, args, peft_config=peft_config,
+                                    rows=lambda count: [next(queue) for _ in range(count)])
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop; tests call the loss
+    return trainer
 
 
 @torch.no_grad()
@@ -55,7 +57,30 @@ def trl_logprobs(trainer: TrajectoryGRPOTrainer, batch: dict) -> torch.Tensor:
                                  "mm_token_type_ids")})[0]
 
 
-def test_rows_become_trl_inputs_without_retokenisation(played, tmp_path):
+#: The two places the importance weights come from: a no-grad forward pass before the step
+#: (TRL's generation batch spans optimizer steps) or the loss's own forward pass (it does not).
+WEIGHTS_UP_FRONT, WEIGHTS_IN_THE_LOSS = {"steps_per_generation": 2}, {}
+
+
+def weighted_advantages(trainer: TrajectoryGRPOTrainer, batch: dict,
+                        monkeypatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The advantages TRL's loss multiplies on ``batch`` (one micro-batch), and its mask."""
+    from trl import GRPOTrainer
+
+    seen = {}
+    loss_of = GRPOTrainer._compute_loss
+
+    def loss_that_keeps_its_inputs(self, model, inputs):
+        loss = loss_of(self, model, inputs)
+        seen.update(inputs)
+        return loss
+
+    monkeypatch.setattr(GRPOTrainer, "_compute_loss", loss_that_keeps_its_inputs)
+    trainer._compute_loss(trainer.model, batch)
+    return seen["advantages"], seen["completion_mask"].bool()
+
+
+def test_rows_become_trl_inputs_without_retokenisation(played, tmp_path, monkeypatch):
     model, processor, rows = played
     trainer = make_trainer(model, processor, rows, tmp_path)
     batch = trainer._generate_and_score_completions([{}] * 4)
@@ -72,14 +97,16 @@ def test_rows_become_trl_inputs_without_retokenisation(played, tmp_path):
     # importance weight is the probability those leave to the others (~0.98 in this random model)
     mask = batch["completion_mask"].bool()
     banned = banned_token_ids(processor.tokenizer)
+    advantages, _ = weighted_advantages(trainer, batch, monkeypatch)
     for i, row in enumerate(rows[:4]):
+        assert batch["sampler_logps"][i][mask[i]].tolist() == pytest.approx(row.turn.logprobs)
         observation = {"prompt": row.turn.prompt, "images": row.turn.images}
         model_logprobs = torch.tensor(trainer_logprobs(model, processor, observation, row.turn))
         sampled_from = torch.tensor(trainer_logprobs(model, processor, observation, row.turn,
                                                      excluded=banned))
         weights = (model_logprobs - sampled_from).exp()
-        assert batch["advantages"][i][mask[i]] == pytest.approx(
-            (row.advantage * weights).tolist(), abs=1e-3)
+        assert advantages[i][mask[i]] == pytest.approx((row.advantage * weights).tolist(),
+                                                       abs=1e-3)
         assert weights.max() < 1
     assert batch["num_items_in_batch"] == mask.sum()
 
@@ -183,8 +210,10 @@ def test_beta_adds_the_logged_kl_to_the_reference_to_the_loss(default_model, pla
     assert kl > 0.01 and logs[0.04]["kl"] == pytest.approx(kl, rel=1e-6)
 
 
-def test_the_importance_weight_is_capped_where_the_sampler_found_a_token_unlikely(played,
-                                                                                  tmp_path):
+@pytest.mark.parametrize("where", [WEIGHTS_UP_FRONT, WEIGHTS_IN_THE_LOSS],
+                         ids=["up-front", "in-the-loss"])
+def test_the_importance_weight_is_capped_where_the_sampler_found_a_token_unlikely(
+        played, tmp_path, monkeypatch, where):
     """A sampler 100x less sure of every token than the trainer: each weight is the cap."""
     import dataclasses
 
@@ -192,39 +221,109 @@ def test_the_importance_weight_is_capped_where_the_sampler_found_a_token_unlikel
     unlikely = [TrainingRow(dataclasses.replace(
         row.turn, logprobs=[p - math.log(100) for p in row.turn.logprobs]), row.advantage)
         for row in rows[:4]]
-    trainer = make_trainer(model, processor, unlikely, tmp_path, importance_cap=1.5)
+    trainer = make_trainer(model, processor, unlikely, tmp_path, importance_cap=1.5, **where)
+    assert trainer._weights_from_the_loss_forward == (where == WEIGHTS_IN_THE_LOSS)
     batch = trainer._generate_and_score_completions([{}] * 4)
-    mask = batch["completion_mask"].bool()
+    advantages, mask = weighted_advantages(trainer, batch, monkeypatch)
     for i, row in enumerate(unlikely):
-        assert batch["advantages"][i][mask[i]].tolist() == pytest.approx(
+        assert advantages[i][mask[i]].tolist() == pytest.approx(
             [1.5 * row.advantage] * int(mask[i].sum()))
 
 
-def test_each_token_is_weighted_by_the_trainer_to_sampler_probability_ratio_capped(played,
-                                                                                   tmp_path):
-    """Sampler log-probs that are the trainer's own shifted by known amounts, token by token:
-    each token's weight is exp(trainer - sampler), capped, whichever side of the cap it falls."""
+def shifted_rows(model, processor, rows, ratios):
+    """``rows`` with sampler log-probs that are the trainer's own shifted so that token k's
+    exp(trainer - sampler) is ``ratios[k % len(ratios)]``."""
     import dataclasses
 
-    model, processor, rows = played
-    ratios = [4.0, 1.5, 1.0, 0.5, 0.1]  # exp(trainer - sampler), cycling over each completion
     shifted = []
-    for row in rows[:4]:
+    for row in rows:
         observation = {"prompt": row.turn.prompt, "images": row.turn.images}
         trainer_side = trainer_logprobs(model, processor, observation, row.turn)
         sampler_side = [p - math.log(ratios[k % len(ratios)])
                         for k, p in enumerate(trainer_side)]
         shifted.append(TrainingRow(dataclasses.replace(row.turn, logprobs=sampler_side),
                                    row.advantage))
-    trainer = make_trainer(model, processor, shifted, tmp_path, importance_cap=3.0)
+    return shifted
+
+
+@pytest.mark.parametrize("where", [WEIGHTS_UP_FRONT, WEIGHTS_IN_THE_LOSS],
+                         ids=["up-front", "in-the-loss"])
+def test_each_token_is_weighted_by_the_trainer_to_sampler_probability_ratio_capped(
+        played, tmp_path, monkeypatch, where):
+    """Sampler log-probs that are the trainer's own shifted by known amounts, token by token:
+    each token's weight is exp(trainer - sampler), capped, whichever side of the cap it falls."""
+    model, processor, rows = played
+    ratios = [4.0, 1.5, 1.0, 0.5, 0.1]  # exp(trainer - sampler), cycling over each completion
+    shifted = shifted_rows(model, processor, rows[:4], ratios)
+    trainer = make_trainer(model, processor, shifted, tmp_path, importance_cap=3.0, **where)
     batch = trainer._generate_and_score_completions([{}] * 4)
-    mask = batch["completion_mask"].bool()
+    advantages, mask = weighted_advantages(trainer, batch, monkeypatch)
     for i, row in enumerate(shifted):
         count = len(row.turn.completion_ids)
         assert int(mask[i].sum()) == count >= len(ratios)  # every ratio met, none cut
         expected = [min(ratios[k % len(ratios)], 3.0) for k in range(count)]
-        weights = batch["advantages"][i][mask[i]] / row.advantage
+        weights = advantages[i][mask[i]] / row.advantage
         assert weights.tolist() == pytest.approx(expected, rel=1e-5)
+
+
+def test_weights_from_the_loss_forward_give_the_up_front_loss_and_gradient(played, tmp_path):
+    """Skipping the no-grad pass changes nothing: the same loss and the same gradient, with
+    weights far from 1 (if TRL read the advantages before its forward pass, they would differ)."""
+    model, processor, rows = played
+    shifted = shifted_rows(model, processor, rows[:4], [4.0, 1.5, 0.5, 0.1])
+    results = []
+    for where in (WEIGHTS_UP_FRONT, WEIGHTS_IN_THE_LOSS):
+        # bnpo: a loss normalised by its own micro-batch (dapo's depends on steps_per_generation)
+        trainer = make_trainer(model, processor, shifted, tmp_path, importance_cap=3.0,
+                               beta=0.04, loss_type="bnpo", **where)
+        model.zero_grad()
+        loss = trainer._compute_loss(model, trainer._generate_and_score_completions([{}] * 4))
+        loss.backward()
+        results.append((float(loss), [p.grad.clone() for p in model.parameters()]))
+    (up_front, up_front_grads), (in_loss, in_loss_grads) = results
+    model.zero_grad()
+    assert in_loss == pytest.approx(up_front, rel=1e-5) and abs(up_front) > 1e-3
+    for a, b in zip(up_front_grads, in_loss_grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
+
+
+def test_a_micro_batch_drops_the_columns_that_are_padding_in_all_its_rows(played, tmp_path):
+    """Rows are padded to the longest of their generation batch; a micro-batch of the shorter
+    ones trains on its own width, with the same loss as on the full width."""
+    from trainers.grpo import _without_padding_columns
+
+    model, processor, rows = played
+    trainer = make_trainer(model, processor, rows, tmp_path, beta=0.04)
+    batch = trainer._generate_and_score_completions([{}] * 4)
+    by_length = sorted(range(4), key=lambda i: int(batch["prompt_mask"][i].sum()
+                                                   + batch["completion_mask"][i].sum()))
+    short = {key: value[by_length[:2]] if torch.is_tensor(value) and value.dim() == 2
+             else value for key, value in batch.items()}
+    images = [i for i in by_length[:2] for _ in range(batch["num_images"][i])]
+    grid = batch["image_grid_thw"]
+    patches = grid.prod(dim=1).tolist()
+    starts = [sum(patches[:i]) for i in range(len(patches))]
+    short["pixel_values"] = torch.cat([batch["pixel_values"][starts[i]:starts[i] + patches[i]]
+                                       for i in images])
+    short["image_grid_thw"] = grid[images]
+    short["num_images"] = [batch["num_images"][i] for i in by_length[:2]]
+    trimmed = _without_padding_columns(short)
+    prompt_width = int(short["prompt_mask"].sum(dim=1).max())
+    completion_width = int(short["completion_mask"].sum(dim=1).max())
+    assert trimmed["prompt_ids"].shape[1] == prompt_width
+    assert trimmed["completion_ids"].shape[1] == completion_width
+    assert (trimmed["prompt_ids"].shape[1] + trimmed["completion_ids"].shape[1]
+            < batch["prompt_ids"].shape[1] + batch["completion_ids"].shape[1])
+    assert trimmed["mm_token_type_ids"].sum() == short["mm_token_type_ids"].sum()
+    for key in ("advantages", "ref_per_token_logps", "sampler_logps", "completion_mask"):
+        assert trimmed[key].shape == trimmed["completion_ids"].shape
+    trl_loss = super(TrajectoryGRPOTrainer, trainer)._compute_loss  # TRL's, as it is given
+    with torch.no_grad():
+        full_width = float(trl_loss(model, {k: v for k, v in short.items()
+                                            if k != "sampler_logps"}))
+        own_width = float(trl_loss(model, {k: v for k, v in trimmed.items()
+                                           if k != "sampler_logps"}))
+    assert own_width == pytest.approx(full_width, rel=1e-5) and abs(full_width) > 1e-3
 
 
 def test_the_config_sets_trl_group_size_itself_and_checks_the_cap(tmp_path):
@@ -261,6 +360,9 @@ def test_the_private_trl_surface_the_trainer_relies_on_is_there():
     for key in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages",
                 "num_items_in_batch", "ref_per_token_logps", "mm_token_type_ids"):
         assert f'"{key}"' in loss, key
+    # the importance weights of the loss's own forward pass are applied before TRL reads them
+    assert loss.index("self._get_per_token_logps_and_entropies(") < loss.index(
+        'inputs["advantages"]')
     assert "self._metrics = " in inspect.getsource(GRPOTrainer.__init__)
     assert callable(trl_utils.use_adapter)
     assert callable(GRPOTrainer._load_from_checkpoint)

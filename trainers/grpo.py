@@ -142,17 +142,18 @@ class TrajectoryGRPOTrainer(GRPOTrainer):
         forward = self._image_inputs(rows, ids)
         logits_to_keep = completion_ids.size(1)
         micro_batch = self.args.per_device_train_batch_size  # rows per forward pass
+        sampler_logps = sampler_logps.to(device)
+        advantages = torch.tensor([r.advantage for r in rows], device=device)[:, None]
         with torch.no_grad():
-            trainer_logps = self._get_per_token_logps_and_entropies(
-                self.model, ids, attention, logits_to_keep, micro_batch, **forward)[0]
+            if not self._weights_from_the_loss_forward:
+                trainer_logps = self._get_per_token_logps_and_entropies(
+                    self.model, ids, attention, logits_to_keep, micro_batch, **forward)[0]
+                advantages = advantages * self._importance_weight(trainer_logps, sampler_logps)
             ref_logps = None
             if self.beta != 0.0:
                 with self._reference() as reference:
                     ref_logps = self._get_per_token_logps_and_entropies(
                         reference, ids, attention, logits_to_keep, micro_batch, **forward)[0]
-        weight = torch.exp(trainer_logps - sampler_logps.to(device))
-        weight = weight.clamp(max=self.args.importance_cap)
-        advantages = torch.tensor([r.advantage for r in rows], device=device)[:, None] * weight
         output = {
             "prompt_ids": prompt_ids, "prompt_mask": prompt_mask,
             "completion_ids": completion_ids, "completion_mask": completion_mask,
@@ -160,9 +161,49 @@ class TrajectoryGRPOTrainer(GRPOTrainer):
             "num_items_in_batch": self.accelerator.gather(completion_mask.sum()).sum(),
             **forward,
         }
+        if self._weights_from_the_loss_forward:
+            output["sampler_logps"] = sampler_logps
         if ref_logps is not None:
             output["ref_per_token_logps"] = ref_logps
         return output
+
+    @cached_property
+    def _weights_from_the_loss_forward(self) -> bool:
+        """Whether the importance weights can come from the loss's own forward pass: true when one
+        optimizer step takes the whole generation batch (TRL's condition for skipping its "old"
+        log-probs), so every micro-batch sees the weights the rows were scored with. It saves
+        a no-grad forward pass over every row; otherwise the weights are computed up front."""
+        return self.args.gradient_accumulation_steps % (
+            self.args.steps_per_generation * self.num_iterations) == 0
+
+    def _importance_weight(self, trainer_logps: torch.Tensor,
+                           sampler_logps: torch.Tensor) -> torch.Tensor:
+        """Per token ``min(exp(trainer - sampler), importance_cap)``, no gradient."""
+        return torch.exp(trainer_logps.detach() - sampler_logps).clamp(
+            max=self.args.importance_cap)
+
+    def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
+        """TRL's loss on the micro-batch without its all-padding columns (rows are padded to the
+        longest of the whole generation batch); where the rows carry ``sampler_logps``, their
+        advantages are weighted by the importance weights of this very forward pass."""
+        inputs = _without_padding_columns(inputs)
+        sampler_logps = inputs.pop("sampler_logps", None)
+        if sampler_logps is None:
+            return super()._compute_loss(model, inputs)
+        logps_of = self._get_per_token_logps_and_entropies
+
+        def logps_that_weight_the_advantages(*args: Any, **kwargs: Any) -> Any:
+            logps, *rest = logps_of(*args, **kwargs)
+            inputs["advantages"] = inputs["advantages"] * self._importance_weight(logps,
+                                                                                sampler_logps)
+            return (logps, *rest)
+
+        # TRL's loss computes the log-probs before it reads the advantages (a test checks it)
+        self._get_per_token_logps_and_entropies = logps_that_weight_the_advantages
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            del self._get_per_token_logps_and_entropies
 
     @cached_property
     def _banned_token_ids(self) -> torch.Tensor:
@@ -209,6 +250,34 @@ class TrajectoryGRPOTrainer(GRPOTrainer):
             "num_images": [len(r.turn.images) for r in rows],
             "mm_token_type_ids": (ids == self._image_pad_token_id).long(),
         }
+
+
+#: Micro-batch tensors by the columns they span: the prompt's, the completion's, or both's.
+_PROMPT_COLUMNS = ("prompt_ids", "prompt_mask")
+_COMPLETION_COLUMNS = ("completion_ids", "completion_mask", "advantages", "sampler_logps",
+                       "ref_per_token_logps", "old_per_token_logps")
+_SEQUENCE_COLUMNS = ("mm_token_type_ids",)
+
+
+def _without_padding_columns(inputs: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a micro-batch without the prompt columns that are padding in all its rows (on
+    the left) and the completion columns likewise (on the right); the rows were padded to the
+    longest of their whole generation batch."""
+    prompt_kept = inputs["prompt_mask"].any(dim=0).nonzero()
+    completion_kept = inputs["completion_mask"].any(dim=0).nonzero()
+    start = int(prompt_kept[0]) if len(prompt_kept) else inputs["prompt_mask"].size(1)
+    end = int(completion_kept[-1]) + 1 if len(completion_kept) else 1
+    prompt_width = inputs["prompt_mask"].size(1)
+    trimmed = dict(inputs)
+    for key in _PROMPT_COLUMNS:
+        trimmed[key] = inputs[key][:, start:]
+    for key in _COMPLETION_COLUMNS:
+        if inputs.get(key) is not None:
+            trimmed[key] = inputs[key][:, :end]
+    for key in _SEQUENCE_COLUMNS:
+        if inputs.get(key) is not None:
+            trimmed[key] = inputs[key][:, start:prompt_width + end]
+    return trimmed
 
 
 def _pad(sequences: list[list[Any]], value: Any, left: bool = False,
