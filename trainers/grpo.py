@@ -11,7 +11,10 @@ ids as the model saw them (images expanded), the completion ids, and the images,
 processor turns into ``pixel_values`` again. The sampler's log-probs give a per-token importance
 weight ``min(exp(trainer - sampler), importance_cap)`` folded into the advantage, so tokens the
 trainer finds far likelier than the sampler did (a stale or numerically different sampler) count
-less. :class:`TrajectoryGRPOConfig` is TRL's ``GRPOConfig`` with that cap added.
+less. The weights come from the loss's own forward pass when one optimizer step takes the whole
+generation batch (TRL's default), else from a no-grad pass before the step; each micro-batch is
+trained without the columns that are padding in all its rows. :class:`TrajectoryGRPOConfig` is
+TRL's ``GRPOConfig`` with that cap added.
 
 Tokens no model may sample (:func:`agents.model.banned_token_ids`: image placeholders and other
 special tokens) can still arrive in rows from elsewhere (an old run, another server): a completion
