@@ -2,7 +2,10 @@
 
     python benchmarks/train_step_gpu.py --shape 7b   # Qwen2-VL-7B-shaped, LoRA (r 64, all linear)
     python benchmarks/train_step_gpu.py --shape 3b   # 3B-shaped language model, full fine-tuning
+    python benchmarks/train_step_gpu.py --games 128 --steps 2 --gradient-checkpointing off
     python benchmarks/train_step_gpu.py --profile /tmp/train-profile.txt  # where GPU time goes
+
+(``--profile``: summarising the trace of two 16-game steps took over 8 minutes on an H200 host.)
 
 It runs train.py's own trainer (``train.build`` on the Hydra config: ``agent=vllm`` with sleep mode,
 ``trainer=gpu``) on spy games for ``--steps`` steps with the stages alternating (decision, clue,
