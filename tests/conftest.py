@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import pytest
 
+from agents.model import SamplingConfig
+from agents.openai_agent import OpenAIAgent
 from games.images import ImagePair, ImageSource, SceneImage
 
 
@@ -87,6 +90,22 @@ def crashed_then_evaluated_run(default_model, tmp_path_factory: pytest.TempPathF
     log_after_crash = log.read_text() if log.is_file() else ""
     trained = train("trainer.save_steps=1", "evaluation.games=2", "evaluation.parallel_games=2")
     return CrashedThenEvaluatedRun(run_dir, crashed, log_after_crash, trained)
+
+
+@pytest.fixture(scope="session")
+def default_model_server(default_model, tmp_path_factory: pytest.TempPathFactory,
+                         ) -> Iterator[tuple[OpenAIAgent, Path]]:
+    """`vllm serve` of the default model with vLLM's development routes on (weight pushes), its
+    output (the access log) in a file: a client of it and that file. One server for the session,
+    because tests/test_vllm.py and tests/test_server_mode.py would each start one (~40 s); the
+    tests that push weights into it push the default model's own back when they end
+    (tests/test_server_mode.py's ``server``)."""
+    from tests.test_vllm import vllm_server  # imports vLLM
+
+    log = tmp_path_factory.mktemp("server") / "vllm-serve.log"
+    with vllm_server(default_model, SamplingConfig(), log=log,
+                     env={"VLLM_SERVER_DEV_MODE": "1", "PYTHONUNBUFFERED": "1"}) as client:
+        yield client, log
 
 
 @pytest.fixture(scope="session")
