@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 
+from agents.model import SamplingConfig
+from agents.openai_agent import OpenAIAgent
 from games.images import ImagePair, ImageSource, SceneImage
 
 
@@ -47,6 +53,59 @@ def default_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from agents.default_model import default_model_path
 
     return default_model_path(tmp_path_factory.mktemp("zeroplay-cache"))
+
+
+class CrashedThenEvaluatedRun(NamedTuple):
+    """A run folder of ``python train.py``, the crashed run's result and ``train.log`` as it left
+    it, then the result of the run that trained in the same folder."""
+
+    run_dir: Path
+    crashed: subprocess.CompletedProcess
+    log_after_crash: str
+    trained: subprocess.CompletedProcess
+
+
+@pytest.fixture(scope="session")
+def crashed_then_evaluated_run(default_model, tmp_path_factory: pytest.TempPathFactory,
+                               ) -> CrashedThenEvaluatedRun:
+    """One spy run folder of ``python train.py``, shared because two tests would each train it:
+    a run that crashes once training has started (a missing image folder), then in the same
+    folder a run of one step with the end-of-run evaluation of 2 games.
+    tests/test_config_checks.py reads the appended ``train.log``, tests/test_evaluation.py the
+    evaluation."""
+    run_dir = tmp_path_factory.mktemp("crashed-then-evaluated")
+    small = [f"model.path={default_model}", "selfplay.games_per_round=2",
+             "sampling.max_tokens=8", "trainer.per_device_train_batch_size=4",
+             "trainer.max_steps=1"]
+
+    def train(*overrides: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "train.py", f"hydra.run.dir={run_dir}", *small, *overrides],
+            cwd=Path(__file__).parent.parent, capture_output=True, text=True, timeout=600,
+            env=os.environ.copy())
+
+    crashed = train("evaluation.games=0", "env.images.source=pair_folder",
+                    "+env.images.path=/nonexistent")
+    log = run_dir / "train.log"
+    log_after_crash = log.read_text() if log.is_file() else ""
+    trained = train("trainer.save_steps=1", "evaluation.games=2", "evaluation.parallel_games=2")
+    return CrashedThenEvaluatedRun(run_dir, crashed, log_after_crash, trained)
+
+
+@pytest.fixture(scope="session")
+def default_model_server(default_model, tmp_path_factory: pytest.TempPathFactory,
+                         ) -> Iterator[tuple[OpenAIAgent, Path]]:
+    """`vllm serve` of the default model with vLLM's development routes on (weight pushes), its
+    output (the access log) in a file: a client of it and that file. One server for the session,
+    because tests/test_vllm.py and tests/test_server_mode.py would each start one (~40 s); the
+    tests that push weights into it push the default model's own back when they end
+    (tests/test_server_mode.py's ``server``)."""
+    from tests.test_vllm import vllm_server  # imports vLLM
+
+    log = tmp_path_factory.mktemp("server") / "vllm-serve.log"
+    with vllm_server(default_model, SamplingConfig(), log=log,
+                     env={"VLLM_SERVER_DEV_MODE": "1", "PYTHONUNBUFFERED": "1"}) as client:
+        yield client, log
 
 
 @pytest.fixture(scope="session")

@@ -283,20 +283,14 @@ def test_log_metrics_logs_each_step_on_the_main_process_only(caplog):
     assert caplog.messages == ["step 3: loss=0.01235 selfplay/vote_accuracy=0.25 selfplay/games=4"]
 
 
-def test_train_log_appends_runs_with_metrics_and_tracebacks(default_model, tmp_path):
-    small = [f"model.path={default_model}", "selfplay.games_per_round=2", "sampling.max_tokens=8",
-             "trainer.per_device_train_batch_size=4", "trainer.max_steps=1",
-             "evaluation.games=0"]
-    crashed = run_train(tmp_path, *small, "env.images.source=pair_folder",
-                           "+env.images.path=/nonexistent")  # a crash once training has started
-    assert crashed.returncode == 1
-    log_file = tmp_path / "train.log"
-    first = log_file.read_text()
+def test_train_log_appends_runs_with_metrics_and_tracebacks(crashed_then_evaluated_run):
+    # a crash once training has started, then a run of one step in the same folder
+    run_dir, crashed, first, trained = crashed_then_evaluated_run
+    assert crashed.returncode == 1, crashed.stderr[-3000:]
     assert "training failed\nTraceback (most recent call last):" in first
     assert "FileNotFoundError: PairFolderSource: image folder '/nonexistent'" in first
-    trained = run_train(tmp_path, *small)
     assert trained.returncode == 0, trained.stderr[-3000:]
-    both = log_file.read_text()
+    both = (run_dir / "train.log").read_text()
     assert both.startswith(first)  # appended, not overwritten
     step_lines = [line for line in both.splitlines() if "[trainers.log_metrics]" in line]
     assert step_lines[0].split(" - ", 1)[1].startswith("step 1: loss=")

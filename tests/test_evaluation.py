@@ -139,11 +139,13 @@ def test_evaluate_refuses_bad_settings():
                  parallel_games=0)
 
 
-def test_train_py_evaluates_the_initial_and_final_policy_at_the_end(default_model, tmp_path):
-    result = train(tmp_path, default_model, "trainer.max_steps=1", "evaluation.games=2",
-                   "evaluation.parallel_games=2")
+def test_train_py_evaluates_the_initial_and_final_policy_at_the_end(
+        crashed_then_evaluated_run, default_model, tmp_path):
+    # a run of one step with evaluation.games=2 evaluation.parallel_games=2 (after a crash in
+    # its folder, which the train.log test reads)
+    run_dir, result = crashed_then_evaluated_run.run_dir, crashed_then_evaluated_run.trained
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((tmp_path / "evaluation.json").read_text())
+    report = json.loads((run_dir / "evaluation.json").read_text())
     # train.py's spy recipe votes with an observer (configs/recipe/spy.yaml): its return too
     assert set(report["improvement"]) == SPY_METRICS | {"return_observer"}
     assert report["games"] == 2

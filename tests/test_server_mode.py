@@ -26,7 +26,7 @@ from agents.rollout import RolloutRunner
 from agents.trajectory import load_results, save_results
 from agents.vllm_server_agent import VLLMServerAgent
 from tests.model_checks import trainer_logprobs
-from tests.test_vllm import free_port, vllm_server
+from tests.test_vllm import free_port
 
 ROOT = Path(__file__).parent.parent
 OBSERVATION = {"prompt": "Hello", "images": (), "phase": "", "context": ""}
@@ -190,15 +190,25 @@ def test_a_server_that_is_down_is_a_clear_error_quickly():
 # ----- a real `vllm serve` -----
 
 @pytest.fixture(scope="module")
-def server_log(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("server") / "vllm-serve.log"
+def server_log(default_model_server) -> Path:
+    """The output of the session's `vllm serve` (its access log)."""
+    return default_model_server[1]
 
 
-@pytest.fixture(scope="module")
-def server(default_model, server_log):
-    with vllm_server(default_model, SamplingConfig(), log=server_log,
-                     env={"VLLM_SERVER_DEV_MODE": "1", "PYTHONUNBUFFERED": "1"}) as client:
-        yield client
+@pytest.fixture
+def server(default_model_server, server_log, default_model, tmp_path_factory):
+    """A client of the session's `vllm serve` of the default model (development routes on),
+    serving the default model's own weights again once the test ends: the test may push others
+    and the server is shared (tests/test_vllm.py compares it with the default model)."""
+    client = default_model_server[0]
+    yield client
+    reloads = served(server_log, "/collective_rpc")
+    restore = VLLMServerAgent([client.base_url], weights_dir=tmp_path_factory.mktemp("restore"))
+    restore.load_weights(AutoModelForImageTextToText.from_pretrained(default_model)
+                         .named_parameters())
+    deadline = time.monotonic() + 10  # the next test counts the pushes from the access log
+    while served(server_log, "/collective_rpc") == reloads and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def served(log: Path, route: str) -> int:

@@ -148,9 +148,14 @@ def vllm_server(model: Path, sampling: SamplingConfig, *extra_args: str,
 
 
 @pytest.fixture(scope="module")
-def server(default_model, engine):
-    with vllm_server(default_model, SamplingConfig(max_tokens=16, seed=0)) as agent:
-        yield agent
+def server(default_model_server, engine) -> OpenAIAgent:
+    """A client of the session's `vllm serve` of the default model (shared with
+    tests/test_server_mode.py, which leaves it with the model's own weights), sampling 16 tokens
+    with seed 0."""
+    agent = OpenAIAgent(default_model_server[0].base_url,
+                        sampling=SamplingConfig(max_tokens=16, seed=0), timeout=60)
+    agent.wait_until_ready(timeout=60)
+    return agent
 
 
 def test_openai_client_against_vllm_serve(server, reference, spy_observations):
