@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -73,16 +72,15 @@ def crashed_then_evaluated_run(default_model, tmp_path_factory: pytest.TempPathF
     folder a run of one step with the end-of-run evaluation of 2 games.
     tests/test_config_checks.py reads the appended ``train.log``, tests/test_evaluation.py the
     evaluation."""
+    from tests.test_config_checks import run_train
+
     run_dir = tmp_path_factory.mktemp("crashed-then-evaluated")
     small = [f"model.path={default_model}", "selfplay.games_per_round=2",
              "sampling.max_tokens=8", "trainer.per_device_train_batch_size=4",
              "trainer.max_steps=1"]
 
     def train(*overrides: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "train.py", f"hydra.run.dir={run_dir}", *small, *overrides],
-            cwd=Path(__file__).parent.parent, capture_output=True, text=True, timeout=600,
-            env=os.environ.copy())
+        return run_train(run_dir, *small, *overrides)
 
     crashed = train("evaluation.games=0", "env.images.source=pair_folder",
                     "+env.images.path=/nonexistent")

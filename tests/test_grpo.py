@@ -290,23 +290,19 @@ def test_weights_from_the_loss_forward_give_the_up_front_loss_and_gradient(playe
 def test_a_micro_batch_drops_the_columns_that_are_padding_in_all_its_rows(played, tmp_path):
     """Rows are padded to the longest of their generation batch; a micro-batch of the shorter
     ones trains on its own width, with the same loss as on the full width."""
+    from trl.trainer.utils import split_pixel_values_by_grid, unsplit_pixel_values_by_grid
+
     from trainers.grpo import _without_padding_columns
 
     model, processor, rows = played
     trainer = make_trainer(model, processor, rows, tmp_path, beta=0.04)
     batch = trainer._generate_and_score_completions([{}] * 4)
-    by_length = sorted(range(4), key=lambda i: int(batch["prompt_mask"][i].sum()
-                                                   + batch["completion_mask"][i].sum()))
-    short = {key: value[by_length[:2]] if torch.is_tensor(value) and value.dim() == 2
-             else value for key, value in batch.items()}
-    images = [i for i in by_length[:2] for _ in range(batch["num_images"][i])]
-    grid = batch["image_grid_thw"]
-    patches = grid.prod(dim=1).tolist()
-    starts = [sum(patches[:i]) for i in range(len(patches))]
-    short["pixel_values"] = torch.cat([batch["pixel_values"][starts[i]:starts[i] + patches[i]]
-                                       for i in images])
-    short["image_grid_thw"] = grid[images]
-    short["num_images"] = [batch["num_images"][i] for i in by_length[:2]]
+    shortest = sorted(range(4), key=lambda i: int(batch["prompt_mask"][i].sum()
+                                                  + batch["completion_mask"][i].sum()))[:2]
+    per_row = split_pixel_values_by_grid(batch)  # as TRL splits a generation batch
+    short = unsplit_pixel_values_by_grid({
+        key: [value[i] for i in shortest] if isinstance(value, list)
+        else value[shortest] if value.dim() else value for key, value in per_row.items()})
     trimmed = _without_padding_columns(short)
     prompt_width = int(short["prompt_mask"].sum(dim=1).max())
     completion_width = int(short["completion_mask"].sum(dim=1).max())

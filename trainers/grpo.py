@@ -258,7 +258,7 @@ class TrajectoryGRPOTrainer(GRPOTrainer):
 #: Micro-batch tensors by the columns they span: the prompt's, the completion's, or both's.
 _PROMPT_COLUMNS = ("prompt_ids", "prompt_mask")
 _COMPLETION_COLUMNS = ("completion_ids", "completion_mask", "advantages", "sampler_logps",
-                       "ref_per_token_logps", "old_per_token_logps")
+                       "ref_per_token_logps")
 _SEQUENCE_COLUMNS = ("mm_token_type_ids",)
 
 
@@ -266,9 +266,10 @@ def _without_padding_columns(inputs: dict[str, Any]) -> dict[str, Any]:
     """A copy of a micro-batch without the prompt columns that are padding in all its rows (on
     the left) and the completion columns likewise (on the right); the rows were padded to the
     longest of their whole generation batch."""
-    prompt_kept = inputs["prompt_mask"].any(dim=0).nonzero()
+    start = int(inputs["prompt_mask"].any(dim=0).nonzero()[0])  # every prompt has tokens
     completion_kept = inputs["completion_mask"].any(dim=0).nonzero()
-    start = int(prompt_kept[0]) if len(prompt_kept) else inputs["prompt_mask"].size(1)
+    # one column at least where no completion token is trained (all cut at a banned token):
+    # TRL keeps the last ``logits_to_keep`` logits, and 0 would keep them all
     end = int(completion_kept[-1]) + 1 if len(completion_kept) else 1
     prompt_width = inputs["prompt_mask"].size(1)
     trimmed = dict(inputs)
