@@ -34,11 +34,11 @@ def played(default_model):
 
 def make_trainer(model, processor, rows, tmp_path, peft_config=None,
                  **options) -> TrajectoryGRPOTrainer:
-    args = TrajectoryGRPOConfig(
-        output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none",
-        gradient_checkpointing=False, per_device_train_batch_size=4,
-        max_steps=1, learning_rate=1e-2, logging_steps=1,
-        save_strategy="no", **options)
+    args = TrajectoryGRPOConfig(**{
+        "output_dir": str(tmp_path), "use_cpu": True, "bf16": False, "report_to": "none",
+        "gradient_checkpointing": False, "per_device_train_batch_size": 4,
+        "max_steps": 1, "learning_rate": 1e-2, "logging_steps": 1,
+        "save_strategy": "no", **options})
     queue = iter(rows)
     trainer = TrajectoryGRPOTrainer(model, processor, args, peft_config=peft_config,
                                     rows=lambda count: [next(queue) for _ in range(count)])
@@ -109,6 +109,67 @@ def test_rows_become_trl_inputs_without_retokenisation(played, tmp_path, monkeyp
                                                        abs=1e-3)
         assert weights.max() < 1
     assert batch["num_items_in_batch"] == mask.sum()
+
+
+def test_an_image_shown_in_several_turns_is_processed_once(played, tmp_path, monkeypatch):
+    """The civilians of a spy game see one image: the processor gets it once, and the rows get
+    the pixels and grids that processing every turn's image gives."""
+    from PIL import Image
+
+    model, processor, rows = played
+    trainer = make_trainer(model, processor, rows, tmp_path)
+    images = [image for row in rows for image in row.turn.images]
+    expected = processor.image_processor(images=[Image.fromarray(i) for i in images],
+                                         return_tensors="pt")
+    processed = []
+    process = type(processor.image_processor).__call__
+
+    def counted(self, images, **options):
+        processed.extend(images)
+        return process(self, images, **options)
+
+    monkeypatch.setattr(type(processor.image_processor), "__call__", counted)
+    ids = torch.zeros((len(rows), 1), dtype=torch.long)
+    inputs = trainer._image_inputs(rows, ids)
+    assert len(processed) == len({id(image) for image in images}) < len(images)
+    assert torch.equal(inputs["image_grid_thw"], expected["image_grid_thw"])
+    assert torch.equal(inputs["pixel_values"], expected["pixel_values"])
+    assert inputs["num_images"] == [len(row.turn.images) for row in rows]
+
+
+def test_lora_in_bf16_trains_as_with_peft_casting_its_inputs_to_float32(
+        default_model, played, tmp_path, monkeypatch):
+    """In mixed precision the adapters' inputs stay bf16 (autocast runs their matmuls in bf16
+    anyway): one step moves the float32 adapters exactly as with PEFT's cast to float32."""
+    from peft import LoraConfig
+
+    _, processor, rows = played
+    adapters_after, input_dtypes = [], []
+    for uncast in (True, False):
+        monkeypatch.setattr(TrajectoryGRPOTrainer, "_adapters_under_autocast",
+                            property(lambda self, uncast=uncast: uncast))
+        model = AutoModelForImageTextToText.from_pretrained(default_model, dtype=torch.bfloat16)
+        torch.manual_seed(0)
+        lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+        trainer = make_trainer(model, processor, rows, tmp_path / str(uncast), bf16=True,
+                               peft_config=lora)
+        adapter = next(m for n, m in trainer.model.named_modules() if n.endswith("lora_A.default"))
+        hook = adapter.register_forward_pre_hook(lambda _, args: input_dtypes.append(args[0].dtype))
+        before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()
+                  if p.requires_grad}
+        trainer.train()
+        hook.remove()
+        after = {n: p.detach().clone() for n, p in trainer.model.named_parameters()
+                 if p.requires_grad}
+        assert all(p.dtype == torch.float32 for p in after.values())
+        assert not any(torch.equal(before[n], p) for n, p in after.items())
+        adapters_after.append(after)
+        input_dtypes.append(None)  # between the runs
+    uncast_dtypes = set(input_dtypes[:input_dtypes.index(None)])
+    cast_dtypes = set(input_dtypes[input_dtypes.index(None) + 1:-1])
+    assert uncast_dtypes == {torch.bfloat16} and cast_dtypes == {torch.float32}
+    for name, weight in adapters_after[0].items():
+        torch.testing.assert_close(weight, adapters_after[1][name], rtol=0, atol=0)
 
 
 def test_one_step_moves_every_weight_with_a_finite_loss(played, tmp_path):
