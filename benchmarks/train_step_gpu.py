@@ -5,8 +5,6 @@
     python benchmarks/train_step_gpu.py --games 128 --steps 2 --gradient-checkpointing off
     python benchmarks/train_step_gpu.py --profile /tmp/train-profile.txt  # where GPU time goes
 
-(``--profile``: summarising the trace of two 16-game steps took over 8 minutes on an H200 host.)
-
 It runs train.py's own trainer (``train.build`` on the Hydra config: ``agent=vllm`` with sleep mode,
 ``trainer=gpu``) on spy games for ``--steps`` steps with the stages alternating (decision, clue,
 ...), so both stages are timed. The model has the real model's shape and random weights: saved
@@ -18,11 +16,13 @@ is an invalid move, which costs the games nothing in speed.
 A step trains as many rows as a round of games gives clue turns (8 a game; a decision step, at 3
 votes a game, plays three rounds; a clue step may use the rows a decision step's games left).
 Printed per step: stage, games played, rows trained, seconds in rollouts and in the update (the
-weight push to vLLM included), and the peak GPU memory in use (all processes' allocations,
-sampled every 20 ms). From them: rollout seconds per game, update seconds per row (steps after
-the first, a warm-up), and the projection for Vision-Zero's CLEVR recipe — 100 iterations of 128
-four-player games, a step training 3 rows a game (decision) or 8 (clue) — against the paper's
-127 A100-hours.
+weight push to vLLM included) and, of the update, in scoring the rows before the step (the
+reference model's log-probs, the images' pixels), and the peak GPU memory in use (all processes'
+allocations, sampled every 20 ms). From them: rollout seconds per game (the steps after the
+first, a warm-up, if any of them played games), update seconds per row (the steps after the
+first), and the projection for Vision-Zero's CLEVR recipe — 100 iterations of 128 four-player
+games, a step training 3 rows a game (decision) or 8 (clue) — against the paper's 127
+A100-hours. ``--profile`` records the steps after the first.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import runpy
 import shutil
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -75,25 +76,37 @@ class PeakMemory:
 
 
 class StepTimer(TrainerCallback):
-    """Per step: seconds in all, seconds inside the row source (rollouts), games, memory."""
+    """Per step: seconds in all, inside the row source (rollouts), in scoring the rows (rollouts
+    excluded), games, memory."""
 
     def __init__(self, trainer: Any, selfplay: Any, memory: PeakMemory):
         self.selfplay, self.memory, self.steps = selfplay, memory, []
-        self.rollout_seconds = 0.0
-        rows = trainer.rows
+        self.rollout_seconds = self.scoring_seconds = 0.0
+        rows, score = trainer.rows, trainer._generate_and_score_completions
 
         def timed_rows(count: int) -> Any:
-            started = time.perf_counter()
+            started, games = time.perf_counter(), selfplay.games_played
             out = rows(count)
-            self.rollout_seconds += time.perf_counter() - started
+            seconds = time.perf_counter() - started
+            self.rollout_seconds += seconds
             self.stage = out[0].turn.phase
+            print(f"rollouts: {selfplay.games_played - games} games in {seconds:.1f} s",
+                  flush=True)  # before the update, in case a time limit cuts the run
             return out
 
-        trainer.rows = timed_rows
+        def timed_scoring(inputs: Any) -> Any:
+            started, rollouts = time.perf_counter(), self.rollout_seconds
+            out = score(inputs)
+            torch.cuda.synchronize()
+            self.scoring_seconds += (time.perf_counter() - started
+                                     - (self.rollout_seconds - rollouts))
+            return out
+
+        trainer.rows, trainer._generate_and_score_completions = timed_rows, timed_scoring
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.started, self.games, self.rollout_seconds = (time.perf_counter(),
-                                                          self.selfplay.games_played, 0.0)
+        self.started, self.games = time.perf_counter(), self.selfplay.games_played
+        self.rollout_seconds = self.scoring_seconds = 0.0
         self.memory.reset()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -104,7 +117,23 @@ class StepTimer(TrainerCallback):
                            * args.gradient_accumulation_steps,
                            "rollout_s": self.rollout_seconds,
                            "update_s": seconds - self.rollout_seconds,
+                           "scoring_s": self.scoring_seconds,
                            "peak_gib": self.memory.reset() / 2**30})
+        print(self.steps[-1], flush=True)
+
+
+class ProfileLaterSteps(TrainerCallback):
+    """Profiles (:func:`profile_summary.profiled`) every step after the first, a warm-up."""
+
+    def __init__(self, path: Path):
+        self.path, self.profile = path, ExitStack()
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step == 1:
+            self.profile.enter_context(profiled(self.path))
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.profile.close()
 
 
 def main() -> None:
@@ -121,7 +150,7 @@ def main() -> None:
     parser.add_argument("--model-folder", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("/tmp/zeroplay-train-step"))
     parser.add_argument("--profile", type=Path, default=None,
-                        help="write a profile summary of the training (rollouts and updates)")
+                        help="write a profile summary of the steps after the first")
     args = parser.parse_args()
     folder = saved_shaped_model(args.shape,
                                 args.model_folder or Path(f"/tmp/zeroplay-{args.shape}"))
@@ -152,20 +181,23 @@ def main() -> None:
     timer = StepTimer(trainer, selfplay, memory)
     trainer.add_callback(timer)
     print(f"set-up (model load, vLLM start): {time.perf_counter() - started:.0f} s")
-    with profiled(args.profile):
-        trainer.train()
+    if args.profile:
+        trainer.add_callback(ProfileLaterSteps(args.profile))
+    trainer.train()
     memory.stop()
 
     print(f"\n{args.shape}-shaped, {'LoRA' if LORA[args.shape] else 'full'}, "
           f"{args.games} games a round, {args.max_tokens} tokens a turn, {rows} rows a step, "
           f"micro-batch {args.micro_batch}, gradient checkpointing {args.gradient_checkpointing}")
     print(f"{'step':>4} {'stage':>9} {'games':>5} {'rows':>5} {'rollout s':>9} {'update s':>8} "
-          f"{'peak GiB':>8}")
+          f"{'of it scoring s':>15} {'peak GiB':>8}")
     for s in timer.steps:
         print(f"{s['step']:>4} {s['stage']:>9} {s['games']:>5} {s['rows']:>5} "
-              f"{s['rollout_s']:>9.1f} {s['update_s']:>8.1f} {s['peak_gib']:>8.1f}")
-    # rollouts: every game played; updates: the steps after the first (warm-up)
-    per_game = sum(s["rollout_s"] for s in timer.steps) / sum(s["games"] for s in timer.steps)
+              f"{s['rollout_s']:>9.1f} {s['update_s']:>8.1f} {s['scoring_s']:>15.1f} "
+              f"{s['peak_gib']:>8.1f}")
+    # the steps after the first (a warm-up), or all if none after it played games
+    played = [s for s in timer.steps[1:] if s["games"]] or timer.steps
+    per_game = sum(s["rollout_s"] for s in played) / sum(s["games"] for s in played)
     timed = timer.steps[1:] or timer.steps
     per_row = sum(s["update_s"] for s in timed) / sum(s["rows"] for s in timed)
     print(f"rollouts {per_game:.3f} s a game, updates {per_row:.3f} s a row "
