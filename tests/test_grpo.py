@@ -47,10 +47,11 @@ def make_trainer(model, processor, rows, tmp_path, peft_config=None,
 
 
 @torch.no_grad()
-def trl_logprobs(trainer: TrajectoryGRPOTrainer, batch: dict) -> torch.Tensor:
-    """TRL's per-token log-probs of ``batch``'s completions under ``trainer``'s model."""
+def trl_logprobs(trainer: TrajectoryGRPOTrainer, batch: dict, model=None) -> torch.Tensor:
+    """TRL's per-token log-probs of ``batch``'s completions (one pass, full width) under
+    ``model``, by default ``trainer``'s."""
     return trainer._get_per_token_logps_and_entropies(
-        trainer.model, torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1),
+        model or trainer.model, torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1),
         torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1),
         batch["completion_ids"].size(1), 4,
         **{k: batch[k] for k in ("pixel_values", "image_grid_thw", "num_images",
@@ -383,6 +384,67 @@ def test_a_micro_batch_drops_the_columns_that_are_padding_in_all_its_rows(played
     assert own_width == pytest.approx(full_width, rel=1e-5) and abs(full_width) > 1e-3
 
 
+def test_reference_log_probs_by_micro_batch_of_similar_rows_equal_the_full_width_ones(
+        played, tmp_path, monkeypatch):
+    """The reference pass runs micro-batches of rows of similar length, each on its own width:
+    the same log-probs as one pass over the batch padded to its longest row."""
+    model, processor, rows = played
+    trainer = make_trainer(model, processor, rows, tmp_path, beta=0.04,
+                           per_device_train_batch_size=2, gradient_accumulation_steps=4)
+    widths = []
+    logps_of = trainer._get_per_token_logps_and_entropies
+
+    def recorded(model, input_ids, *args, **kwargs):
+        widths.append(input_ids.size(1))
+        return logps_of(model, input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_get_per_token_logps_and_entropies", recorded)
+    batch = trainer._generate_and_score_completions([{}] * 8)
+    monkeypatch.undo()
+    full_width = batch["prompt_ids"].size(1) + batch["completion_ids"].size(1)
+    assert len(widths) == 4 and min(widths) < full_width
+    mask = batch["completion_mask"].bool()
+    torch.testing.assert_close(batch["ref_per_token_logps"][mask],
+                               trl_logprobs(trainer, batch, trainer.ref_model)[mask],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_micro_batches_of_similar_rows_give_the_shuffled_ones_step(played, tmp_path,
+                                                                   monkeypatch):
+    """Where the grouping changes nothing (dapo, one optimizer step for the generation batch) a
+    step's micro-batches hold rows of similar length: the step moves the weights as TRL's
+    shuffled micro-batches do; bnpo (normalised per micro-batch) keeps TRL's shuffle."""
+    model, processor, rows = played
+    options = {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4,
+               "optim": "sgd", "learning_rate": 1.0, "loss_type": "dapo"}
+    moved, lengths = [], []
+    for by_length in (True, False):
+        monkeypatch.setattr(TrajectoryGRPOTrainer, "_micro_batches_by_length",
+                            property(lambda self, by_length=by_length: by_length))
+        trained = copy.deepcopy(model)
+        trainer = make_trainer(trained, processor, rows, tmp_path / str(by_length), **options)
+        loss_of = trainer._compute_loss
+
+        def recorded(model, inputs, loss_of=loss_of):
+            lengths.append((inputs["prompt_mask"].sum(1) + inputs["completion_mask"].sum(1))
+                           .tolist())
+            return loss_of(model, inputs)
+
+        monkeypatch.setattr(trainer, "_compute_loss", recorded)
+        trainer.train()
+        moved.append({name: weight.detach() - model.get_parameter(name)
+                      for name, weight in trained.named_parameters()})
+    monkeypatch.undo()
+    by_length = [length for part in lengths[:4] for length in part]
+    assert by_length == sorted(by_length) and len(set(by_length)) > 1
+    assert sorted(by_length) == sorted(length for part in lengths[4:] for length in part)
+    for name, step in moved[0].items():
+        torch.testing.assert_close(step, moved[1][name], rtol=1e-4, atol=1e-6)
+    assert any(step.abs().max() > 0 for step in moved[0].values())
+    config = make_trainer(model, processor, rows, tmp_path, **{**options, "loss_type": "bnpo"})
+    assert not config._micro_batches_by_length
+
+
 def test_the_config_sets_trl_group_size_itself_and_checks_the_cap(tmp_path):
     def config(**options):
         return TrajectoryGRPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none",
@@ -421,5 +483,15 @@ def test_the_private_trl_surface_the_trainer_relies_on_is_there():
     assert loss.index("self._get_per_token_logps_and_entropies(") < loss.index(
         'inputs["advantages"]')
     assert "self._metrics = " in inspect.getsource(GRPOTrainer.__init__)
+    # the override of _prepare_inputs buffers micro-batches as TRL's does (and its loss types)
+    prepare = inspect.getsource(GRPOTrainer._prepare_inputs)
+    for part in ("self._step % generate_every", "self._buffered_inputs = ",
+                 "self._buffered_inputs[self._step % self.args.steps_per_generation]",
+                 "shuffle_sequence_dict(", "split_tensor_dict("):
+        assert part in prepare, part
+    assert "self._step += 1" in inspect.getsource(GRPOTrainer.training_step)
+    for loss_type in ("grpo", "sapo", "dr_grpo", "dapo", "cispo", "vespo", "luspo", "bnpo"):
+        assert f'"{loss_type}"' in loss, loss_type
+    assert "top_entropy_quantile" in inspect.getsource(GRPOTrainer._compute_loss)
     assert callable(trl_utils.use_adapter)
     assert callable(GRPOTrainer._load_from_checkpoint)

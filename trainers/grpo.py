@@ -12,9 +12,15 @@ processor turns into ``pixel_values`` again. The sampler's log-probs give a per-
 weight ``min(exp(trainer - sampler), importance_cap)`` folded into the advantage, so tokens the
 trainer finds far likelier than the sampler did (a stale or numerically different sampler) count
 less. The weights come from the loss's own forward pass when one optimizer step takes the whole
-generation batch (TRL's default), else from a no-grad pass before the step; each micro-batch is
-trained without the columns that are padding in all its rows. :class:`TrajectoryGRPOConfig` is
-TRL's ``GRPOConfig`` with that cap added.
+generation batch (TRL's default), else from a no-grad pass before the step.
+
+Every pass runs micro-batches without the columns that are padding in all their rows (rows are
+padded to the longest of the generation batch). The no-grad passes group rows of similar length;
+so does the loss where the grouping cannot change the step (one optimizer step for the whole
+generation batch, a loss not normalised per micro-batch), instead of TRL's shuffled micro-batches.
+In mixed precision, LoRA adapters take their inputs in the compute dtype (see
+:meth:`TrajectoryGRPOTrainer._adapter_inputs_uncast`). :class:`TrajectoryGRPOConfig` is TRL's
+``GRPOConfig`` with the importance cap added.
 
 Tokens no model may sample (:func:`agents.model.banned_token_ids`: image placeholders and other
 special tokens) can still arrive in rows from elsewhere (an old run, another server): a completion
@@ -38,7 +44,12 @@ from peft.helpers import disable_input_dtype_casting
 from PIL import Image
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 from trl import GRPOConfig, GRPOTrainer
-from trl.trainer.utils import use_adapter
+from trl.trainer.utils import (
+    split_pixel_values_by_grid,
+    split_tensor_dict,
+    unsplit_pixel_values_by_grid,
+    use_adapter,
+)
 
 from agents.model import banned_token_ids
 from trainers.checkpoints import load_full_weights
@@ -142,36 +153,60 @@ class TrajectoryGRPOTrainer(GRPOTrainer):
         sampler_logps, _ = _pad([r.turn.logprobs for r in rows], 0.0, dtype=torch.float32)
         prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
         completion_ids, completion_mask = completion_ids.to(device), completion_mask.to(device)
-        ids = torch.cat([prompt_ids, completion_ids], dim=1)
-        attention = torch.cat([prompt_mask, completion_mask], dim=1)
-        forward = self._image_inputs(rows, ids)
-        logits_to_keep = completion_ids.size(1)
-        micro_batch = self.args.per_device_train_batch_size  # rows per forward pass
+        scored = {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask,
+                  "completion_ids": completion_ids, "completion_mask": completion_mask,
+                  **self._image_inputs(rows, torch.cat([prompt_ids, completion_ids], dim=1))}
         sampler_logps = sampler_logps.to(device)
         advantages = torch.tensor([r.advantage for r in rows], device=device)[:, None]
         with torch.no_grad():
             if not self._weights_from_the_loss_forward:
                 with self._adapter_inputs_uncast():
-                    trainer_logps = self._get_per_token_logps_and_entropies(
-                        self.model, ids, attention, logits_to_keep, micro_batch, **forward)[0]
+                    trainer_logps = self._logps_by_micro_batch(self.model, scored)
                 advantages = advantages * self._importance_weight(trainer_logps, sampler_logps)
-            ref_logps = None
             if self.beta != 0.0:
                 with self._reference() as reference:
-                    ref_logps = self._get_per_token_logps_and_entropies(
-                        reference, ids, attention, logits_to_keep, micro_batch, **forward)[0]
-        output = {
-            "prompt_ids": prompt_ids, "prompt_mask": prompt_mask,
-            "completion_ids": completion_ids, "completion_mask": completion_mask,
-            "advantages": advantages * completion_mask,
-            "num_items_in_batch": self.accelerator.gather(completion_mask.sum()).sum(),
-            **forward,
-        }
+                    scored["ref_per_token_logps"] = self._logps_by_micro_batch(reference, scored)
         if self._weights_from_the_loss_forward:
-            output["sampler_logps"] = sampler_logps
-        if ref_logps is not None:
-            output["ref_per_token_logps"] = ref_logps
-        return output
+            scored["sampler_logps"] = sampler_logps
+        return {**scored, "advantages": advantages * completion_mask,
+                "num_items_in_batch": self.accelerator.gather(completion_mask.sum()).sum()}
+
+    def _prepare_inputs(self, generation_batch: dict[str, Any]) -> dict[str, Any]:
+        """TRL's, but where the grouping changes nothing (:attr:`_micro_batches_by_length`) the
+        generation batch is cut into micro-batches of rows of similar length, not shuffled ones."""
+        if not (self.model.training and self._micro_batches_by_length):
+            return super()._prepare_inputs(generation_batch)
+        steps = self.args.steps_per_generation
+        if self._step % (steps * self.num_iterations) == 0 or self._buffered_inputs is None:
+            batch = self._generate_and_score_completions(generation_batch)
+            by_length = _rows(split_pixel_values_by_grid(batch), _by_length(batch))
+            self._buffered_inputs = [unsplit_pixel_values_by_grid(part)
+                                     for part in split_tensor_dict(by_length, steps)]
+        return self._buffered_inputs[self._step % steps]
+
+    @cached_property
+    def _micro_batches_by_length(self) -> bool:
+        """Whether micro-batches may hold rows of similar length (less padding; none at all where
+        lengths repeat, and then attention runs without a mask): when one optimizer step takes the
+        whole generation batch and neither the loss's normaliser nor an entropy mask depends on
+        which rows share a micro-batch."""
+        return (self._weights_from_the_loss_forward and self.loss_type in _GROUPING_FREE_LOSSES
+                and self.args.top_entropy_quantile == 1.0)
+
+    def _logps_by_micro_batch(self, model: Any, batch: dict[str, Any]) -> torch.Tensor:
+        """Per-token log-probs of ``batch``'s completions under ``model`` (no gradient), one
+        micro-batch of rows of similar length at a time, each without its all-padding columns."""
+        per_row = split_pixel_values_by_grid(batch)
+        logps = torch.zeros(batch["completion_ids"].shape, device=batch["completion_ids"].device)
+        size = self.args.per_device_train_batch_size
+        for indices in _by_length(batch).split(size):
+            part = _without_padding_columns(unsplit_pixel_values_by_grid(_rows(per_row, indices)))
+            width = part["completion_ids"].size(1)
+            logps[indices.to(logps.device), :width] = self._get_per_token_logps_and_entropies(
+                model, torch.cat([part["prompt_ids"], part["completion_ids"]], dim=1),
+                torch.cat([part["prompt_mask"], part["completion_mask"]], dim=1), width, size,
+                **{key: part[key] for key in _IMAGE_INPUTS if key in part})[0]
+        return logps
 
     @cached_property
     def _weights_from_the_loss_forward(self) -> bool:
@@ -283,6 +318,31 @@ class TrajectoryGRPOTrainer(GRPOTrainer):
             "num_images": [len(r.turn.images) for r in rows],
             "mm_token_type_ids": (ids == self._image_pad_token_id).long(),
         }
+
+
+#: TRL losses whose gradient over one optimizer step does not depend on how its rows are grouped
+#: into micro-batches of one size (``bnpo`` divides by each micro-batch's own token count).
+_GROUPING_FREE_LOSSES = frozenset({"grpo", "sapo", "dr_grpo", "dapo", "cispo", "vespo", "luspo"})
+#: What a forward pass takes besides the token ids and the attention mask.
+_IMAGE_INPUTS = ("pixel_values", "image_grid_thw", "num_images", "mm_token_type_ids")
+
+
+def _by_length(batch: dict[str, Any]) -> torch.Tensor:
+    """The rows of ``batch`` from the shortest (prompt and completion tokens) to the longest."""
+    lengths = batch["prompt_mask"].sum(dim=1) + batch["completion_mask"].sum(dim=1)
+    return torch.argsort(lengths.cpu(), stable=True)
+
+
+def _rows(batch: dict[str, Any], indices: torch.Tensor) -> dict[str, Any]:
+    """Rows ``indices`` of a batch whose images are split by row (TRL's
+    ``split_pixel_values_by_grid``); a 0-dim tensor (``num_items_in_batch``) stays as it is."""
+    def pick(value: Any) -> Any:
+        if isinstance(value, list):
+            return [value[i] for i in indices.tolist()]
+        if isinstance(value, torch.Tensor) and value.dim():
+            return value[indices.to(value.device)]
+        return value
+    return {key: pick(value) for key, value in batch.items()}
 
 
 #: Micro-batch tensors by the columns they span: the prompt's, the completion's, or both's.
