@@ -328,9 +328,12 @@ _IMAGE_INPUTS = ("pixel_values", "image_grid_thw", "num_images", "mm_token_type_
 
 
 def _by_length(batch: dict[str, Any]) -> torch.Tensor:
-    """The rows of ``batch`` from the shortest (prompt and completion tokens) to the longest."""
+    """The rows of ``batch`` from the longest (prompt and completion tokens) to the shortest:
+    the first micro-batch's memory blocks, cached by torch's allocator, then fit every later one
+    (shortest first, each micro-batch needed new blocks: a 7B LoRA step's peak on an H200 went to
+    139.7 GiB; longest first, 81.1, against 107.4 with TRL's shuffled micro-batches)."""
     lengths = batch["prompt_mask"].sum(dim=1) + batch["completion_mask"].sum(dim=1)
-    return torch.argsort(lengths.cpu(), stable=True)
+    return torch.argsort(lengths.cpu(), stable=True, descending=True)
 
 
 def _rows(batch: dict[str, Any], indices: torch.Tensor) -> dict[str, Any]:
