@@ -4,6 +4,7 @@
     python benchmarks/rollout_speed.py gpu --shape tiny   # on a GPU: the tiny model
     python benchmarks/rollout_speed.py gpu --shape 7b     # on a GPU: a 7B-shaped model
     python benchmarks/rollout_speed.py gpu --shape 7b --profile /tmp/rollout-profile.txt
+    python benchmarks/rollout_speed.py gpu --shape 7b --prompt-layout shared_first
 
 Each prints one table. ``cpu``: turns/s, generated tokens/s and the share of wall time spent
 outside the model (environments and orchestration) for spy games played by each backend.
@@ -14,7 +15,8 @@ process of its own (``--caching on|off`` runs one). Every measured run starts fr
 (prefix, encoder and processor caches reset after the warm-up and between runs), so no run is
 served what another computed; the "cached" column is the share of prompt tokens vLLM served
 from its prefix cache during that run. ``--profile PATH`` writes where the GPU time of the
-runner's run goes (benchmarks/profile_summary.py). The 7B-shaped model
+runner's run goes (benchmarks/profile_summary.py). ``--prompt-layout`` picks the spy game's
+prompt layout (games/spy.py: ``shared_first`` is laid out for the prefix cache). The 7B-shaped model
 (benchmarks/shapes.py: Qwen2-VL-7B's dimensions, random weights from ``load_format="dummy"``,
 the tiny model's tokenizer and processor) samples ids the tiny tokenizer cannot
 decode, so it generates fixed lengths (``ignore_eos``) without detokenising: every move is then
@@ -117,8 +119,8 @@ def prefix_counters(agent: Any) -> tuple[int, int]:
 
 
 def gpu_rows(model: Path, label: str, games: int, max_tokens: int, caching: bool,
-             profile: Path | None = None, **engine_options: Any,
-             ) -> list[tuple[str, dict[str, float]]]:
+             profile: Path | None = None, env_options: dict[str, Any] | None = None,
+             **engine_options: Any) -> list[tuple[str, dict[str, float]]]:
     from agents.vllm_agent import VLLMAgent
 
     if not caching:
@@ -138,7 +140,8 @@ def gpu_rows(model: Path, label: str, games: int, max_tokens: int, caching: bool
         reset_caches(agent)
         cached_share()
 
-    runner_row = play(recorder, games, before_timed=empty_caches, profile=profile)
+    runner_row = play(recorder, games, before_timed=empty_caches, profile=profile,
+                      **(env_options or {}))
     runner_row["cached"] = cached_share()
     recorder.batches = recorder.batches[-runner_row["calls"]:]  # the timed run's only
     prompts = [agent.engine_prompt(o) for batch in recorder.batches for o in batch]
@@ -165,15 +168,16 @@ def gpu_rows(model: Path, label: str, games: int, max_tokens: int, caching: bool
 
 
 def gpu(shape: str, games: int, max_tokens: int, folder: Path, caching: bool,
-        profile: Path | None) -> list[tuple[str, dict[str, float]]]:
+        profile: Path | None, layout: str) -> list[tuple[str, dict[str, float]]]:
     """One engine per process: vLLM gives a GPU back only when its process ends. The engine runs
     in-process: vLLM 0.26's multiprocess engine hung at start on the H100 (tests/test_gpu.py)."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     if shape == "tiny":
         return gpu_rows(default_model_path(), "tiny", games, max_tokens, caching, profile,
-                        gpu_memory_utilization=0.3)
+                        {"prompt_layout": layout}, gpu_memory_utilization=0.3)
     return gpu_rows(shaped_folder("7b", folder), "7B-shaped", games, max_tokens, caching,
-                    profile, load_format="dummy", dtype="bfloat16", gpu_memory_utilization=0.85,
+                    profile, {"prompt_layout": layout}, load_format="dummy", dtype="bfloat16",
+                    gpu_memory_utilization=0.85,
                     sampling_options={"ignore_eos": True, "detokenize": False})
 
 
@@ -202,6 +206,8 @@ def main() -> None:
                         help="vLLM's prefix and multimodal processor caches (gpu)")
     parser.add_argument("--profile", type=Path, default=None,
                         help="write a profile summary of the runner's run here (gpu)")
+    parser.add_argument("--prompt-layout", choices=["seat_first", "shared_first"],
+                        default="seat_first", help="the spy game's prompt layout (gpu)")
     parser.add_argument("--rows", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.where == "cpu":
@@ -210,7 +216,8 @@ def main() -> None:
     games, max_tokens = args.games or 256, args.max_tokens or 256
     if args.caching == "both":
         arguments = ["gpu", "--games", str(games), "--max-tokens", str(max_tokens),
-                     "--shape", args.shape, "--model-folder", str(args.model_folder)]
+                     "--shape", args.shape, "--model-folder", str(args.model_folder),
+                     "--prompt-layout", args.prompt_layout]
         rows = gpu_both(arguments + (["--profile", str(args.profile)] if args.profile else []))
         print_table(f"GPU: {games} spy games at once, {max_tokens} new tokens a turn, caches "
                     f"emptied before each run", rows,
@@ -219,7 +226,8 @@ def main() -> None:
     profile = args.profile
     if profile is not None:
         profile = profile.with_name(f"{profile.stem}-caches-{args.caching}{profile.suffix}")
-    rows = gpu(args.shape, games, max_tokens, args.model_folder, args.caching == "on", profile)
+    rows = gpu(args.shape, games, max_tokens, args.model_folder, args.caching == "on", profile,
+               args.prompt_layout)
     if args.rows is not None:
         args.rows.write_text(json.dumps(rows))
     print_table(f"GPU: {games} spy games at once, {max_tokens} new tokens a turn, caches "

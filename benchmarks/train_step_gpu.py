@@ -147,6 +147,8 @@ def main() -> None:
                         help="recompute activations in the backward pass (less memory)")
     parser.add_argument("--gpu-memory", type=float, default=0.4,
                         help="vLLM's gpu_memory_utilization")
+    parser.add_argument("--prompt-layout", choices=["seat_first", "shared_first"],
+                        default="seat_first", help="the spy game's prompt layout")
     parser.add_argument("--model-folder", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("/tmp/zeroplay-train-step"))
     parser.add_argument("--profile", type=Path, default=None,
@@ -161,7 +163,8 @@ def main() -> None:
     lora = ("+model.lora={r: 64, lora_alpha: 128, target_modules: "
             "[q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]}")
     overrides = [
-        "env=spy", f"model.path={folder}", "model.dtype=bfloat16", "agent=vllm",
+        "env=spy", f"env.prompt_layout={args.prompt_layout}", f"model.path={folder}",
+        "model.dtype=bfloat16", "agent=vllm",
         "agent.sleep=true", "+agent.load_format=dummy",
         f"+agent.gpu_memory_utilization={args.gpu_memory}",
         "+agent.sampling_options.ignore_eos=true", "+agent.sampling_options.detokenize=false",

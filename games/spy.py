@@ -45,7 +45,12 @@ needs for Iterative-SPO; turns carry role, phase, round, seat and game id for ro
 
 **Prompts** are the templates ``clue``, ``vote`` and ``observer``; override any of them with
 ``prompts={"clue": "..."}`` using the fields listed in ``PROMPT_FIELDS``. Their wording follows the
-image source's domain (``scenes``, ``charts``, ``photos``).
+image source's domain (``scenes``, ``charts``, ``photos``). ``prompt_layout`` picks the set:
+``seat_first`` (the default, which the tiny player learnt) opens each prompt with the seat, the
+round and the role; ``shared_first`` puts first what many turns share, so that an engine's prefix
+cache serves it: the rules for the seat's role, the public transcript of clues (each turn's extends
+the last one's), and only then the seat, its own earlier reasoning and the turn's instruction. All
+civilians see one image, so their turns, and each spy's own turns, share the longest prefixes.
 """
 
 from __future__ import annotations
@@ -101,14 +106,48 @@ Which player is the spy? Look for clues that do not fit this {noun}, vague or ev
 clues that contradict the majority. Reason first, then give the player's number inside \
 \\boxed{{}}, for example \\boxed{{2}}. If you cannot tell, answer \\boxed{{N/A}}."""
 
+# The shared_first layout: the same opening (up to the transcript) for every turn of the seats that
+# see one image and hold one role, the seat's own lines last.
+_SHARED_OPENING = """\
+"Who Is the Spy?" with {num_players} players: in each of {num_rounds} clue rounds every player, in \
+turn, gives one clue about their {noun}; then the spy is voted for.
+{setup} {difference}
+Your role: {role}. {role_rules}
+A clue is a single sentence about your {noun}, different from the clues already given. Think it \
+through privately first, then write only the clue inside \\boxed{{}}, for example \
+\\boxed{{The small red cube is left of the large blue sphere.}}
+
+{transcript}
+
+"""
+
+SHARED_FIRST_CLUE_PROMPT = _SHARED_OPENING + """\
+You are Player {player}.{reasoning}
+Clue round {round} of {num_rounds}: give your clue."""
+
+SHARED_FIRST_VOTE_PROMPT = _SHARED_OPENING + """\
+You are Player {player}. The clue rounds are over: which player is the spy? Compare every clue \
+with your {noun}: a clue that does not fit it, or one that stays vague, points to the spy. You may \
+not vote for yourself. Reason first, then give the player's number inside \\boxed{{}}, for example \
+\\boxed{{2}}. If you cannot tell, answer \\boxed{{N/A}}: it costs less than a wrong vote."""
+
 _COMMON = {"num_players", "noun", "setup", "difference"}
 PROMPT_FIELDS = {
-    "clue": frozenset(_COMMON | {"player", "round", "num_rounds", "role", "role_rules", "history"}),
-    "vote": frozenset(_COMMON | {"player", "clues"}),
+    "clue": frozenset(_COMMON | {"player", "round", "num_rounds", "role", "role_rules", "history",
+                                 "transcript", "reasoning"}),
+    "vote": frozenset(_COMMON | {"player", "clues", "num_rounds", "role", "role_rules",
+                                 "transcript"}),
     "observer": frozenset(_COMMON | {"clues"}),
 }
 PROMPTS = PromptTemplates({"clue": CLUE_PROMPT, "vote": VOTE_PROMPT,
                            "observer": OBSERVER_PROMPT}, PROMPT_FIELDS)
+#: The prompt sets by ``prompt_layout`` (see the module docstring).
+LAYOUTS = {
+    "seat_first": PROMPTS,
+    "shared_first": PromptTemplates({"clue": SHARED_FIRST_CLUE_PROMPT,
+                                     "vote": SHARED_FIRST_VOTE_PROMPT,
+                                     "observer": OBSERVER_PROMPT}, PROMPT_FIELDS),
+}
 
 NOUNS = {"scenes": "picture", "charts": "chart", "photos": "photo"}
 DIFFERENCES = {
@@ -139,9 +178,11 @@ class SpyConfig:
     max_reasoning_chars: int = 1500
     images: dict[str, Any] = field(default_factory=lambda: {"source": "clevr"})
     prompts: dict[str, str] = field(default_factory=dict)
+    prompt_layout: str = "seat_first"
 
     def __post_init__(self) -> None:
         check_choice("spy_image", self.spy_image, ("modified", "blank"))
+        check_choice("prompt_layout", self.prompt_layout, tuple(LAYOUTS))
         check_choice("decision", self.decision, ("civilians", "observer"))
         check_choice("decision_reward", self.decision_reward, ("paper", "shaped"))
         check_int("num_players", self.num_players, 3)
@@ -155,7 +196,7 @@ class SpyConfig:
                              f"num_players={self.num_players}")
         for name in ("beta", "lam", "invalid_clue_penalty"):
             check_number(name, getattr(self, name), minimum=0)
-        self.templates = PROMPTS.with_overrides(self.prompts)
+        self.templates = LAYOUTS[self.prompt_layout].with_overrides(self.prompts)
 
 
 def _player_of(turn: Turn) -> int | None:
@@ -229,7 +270,7 @@ class SpyGame(Game):
         prompt = self.config.templates.render(
             "clue", player=player, round=round, num_rounds=self.config.num_rounds,
             role=role.upper(), role_rules=self._role_rules(role), history=self._history(player),
-            **self._words)
+            transcript=self._transcript(), reasoning=self._reasoning(player), **self._words)
         context = {"game": "spy", "player": player, "role": role, "round": round,
                    "num_players": self.config.num_players, "scene": self._scenes[player],
                    "clues": self._clues()}
@@ -239,8 +280,10 @@ class SpyGame(Game):
         clues = self._clue_lines()
         if self.config.decision == "civilians":
             for player in self.civilians:
-                prompt = self.config.templates.render("vote", player=player, clues=clues,
-                                                      **self._words)
+                prompt = self.config.templates.render(
+                    "vote", player=player, clues=clues, num_rounds=self.config.num_rounds,
+                    role="CIVILIAN", role_rules=self._role_rules("civilian"),
+                    transcript=self._transcript(), **self._words)
                 context = {"game": "spy", "player": player, "role": "civilian",
                            "num_players": self.config.num_players,
                            "scene": self._scenes[player], "clues": self._clues()}
@@ -364,6 +407,20 @@ class SpyGame(Game):
                 last_round = clue["round"]
             lines.append(f"  Player {clue['player']}: {clue['clue']}")
         return "\n".join(lines)
+
+    def _transcript(self) -> str:
+        """The public clues so far, as every seat reads them (``shared_first``)."""
+        lines = self._clue_lines()
+        return f"Clues so far:\n{lines}" if lines else "Clues so far: none yet."
+
+    def _reasoning(self, player: int) -> str:
+        """``player``'s private reasoning before each of its earlier clues (``shared_first``), a
+        line each after a line break; empty before its first clue."""
+        limit = self.config.max_reasoning_chars
+        lines = [f"\nYour private reasoning before your round {move.turn.round} clue: {reasoning}"
+                 for move in self.moves_of(f"player_{player}", "clue")
+                 if limit and (reasoning := text_before_last_boxed(move.text)[-limit:].strip())]
+        return "".join(lines)
 
     def _history(self, player: int) -> str:
         """Earlier clues for ``player``'s clue prompt, with its own earlier reasoning."""

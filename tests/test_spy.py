@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -149,6 +151,7 @@ def test_two_spies_are_zero_sum(solid_source):
     ({"beta": float("nan")}, "beta"),
     ({"num_rounds": "two"}, "num_rounds"),
     ({"prompts": {"clue": "{nonsense}"}}, "unknown fields"),
+    ({"prompt_layout": "image_last"}, "prompt_layout"),
     ({"prompts": {"speech": "hi"}}, "unknown prompt"),
     ({"prompts": {"clue": "{player"}}, "not a valid format"),
 ])
@@ -160,3 +163,35 @@ def test_bad_config_values(options, message):
 def test_prompt_override(solid_source):
     game = new_game(solid_source, prompts={"clue": "P{player} R{round}: {history}"})
     assert game.pending()[0].prompt.startswith("P1 R1: No clues")
+
+
+def prefix_share(game: SpyGame) -> float:
+    """Plays ``game`` with fixed texts; the share of its prompts' characters that begin like an
+    earlier prompt about the same image (what a prefix cache could serve, images aside)."""
+    earlier, total, shared = [], 0, 0
+    while pending := game.pending():
+        turn = pending[0]
+        image = id(turn.images[0])
+        common = [len(os.path.commonprefix([prompt, turn.prompt]))
+                  for seen, prompt in earlier if seen == image]
+        total, shared = total + len(turn.prompt), shared + max(common, default=0)
+        earlier.append((image, turn.prompt))
+        answer = "The cube is red." if turn.phase == "clue" else "2"
+        game.play(turn.index, f"I look at the cube. \\boxed{{{answer}}}")
+    return shared / total
+
+
+def test_the_shared_first_layout_lets_turns_share_their_longest_prefixes(solid_source):
+    """Civilians (one image) and each spy read the same opening and the growing transcript
+    before their own lines: most of a game's prompt text repeats an earlier prompt's start."""
+    seat_first = prefix_share(new_game(solid_source))
+    shared_first = prefix_share(new_game(solid_source, prompt_layout="shared_first"))
+    assert seat_first < 0.1 and shared_first > 0.6
+    game = new_game(solid_source, spies={3}, prompt_layout="shared_first")
+    play_clues(game)
+    vote = game.pending()[0].prompt
+    assert "Clues so far:\nRound 1:\n  Player 1: a clue" in vote
+    assert vote.split("Clues so far:")[0] == game.moves_of("player_1")[0].turn.prompt.split(
+        "Clues so far:")[0]  # a civilian's clues and vote open alike
+    assert "Your private reasoning before your round 1 clue: looks" in (
+        game.moves_of("player_1")[1].turn.prompt)
