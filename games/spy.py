@@ -277,13 +277,13 @@ class SpyGame(Game):
         self._ask(f"player_{player}", role, "clue", round, prompt, self._images[player], context)
 
     def _ask_votes(self) -> None:
-        clues = self._clue_lines()
+        clues, transcript = self._clue_lines(), self._transcript()
         if self.config.decision == "civilians":
             for player in self.civilians:
                 prompt = self.config.templates.render(
                     "vote", player=player, clues=clues, num_rounds=self.config.num_rounds,
                     role="CIVILIAN", role_rules=self._role_rules("civilian"),
-                    transcript=self._transcript(), **self._words)
+                    transcript=transcript, **self._words)
                 context = {"game": "spy", "player": player, "role": "civilian",
                            "num_players": self.config.num_players,
                            "scene": self._scenes[player], "clues": self._clues()}

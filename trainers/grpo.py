@@ -302,19 +302,17 @@ class TrajectoryGRPOTrainer(GRPOTrainer):
         images = [image for r in rows for image in r.turn.images]
         if not images:
             return {}
-        slots: dict[int, int] = {}  # id of each distinct array -> its place in ``distinct``
-        slot_of_image = [slots.setdefault(id(image), len(slots)) for image in images]
-        distinct = list({id(image): image for image in images}.values())
+        distinct = {id(image): image for image in images}
+        slot = {key: place for place, key in enumerate(distinct)}
         processed = self.processing_class.image_processor(
-            images=[Image.fromarray(image) for image in distinct], return_tensors="pt")
-        grids = processed["image_grid_thw"]
-        ends = torch.cumsum(grids.prod(dim=1), dim=0).tolist()
-        starts = [0, *ends[:-1]]
-        patch_rows = torch.cat([torch.arange(starts[slot], ends[slot]) for slot in slot_of_image])
+            images=[Image.fromarray(image) for image in distinct.values()], return_tensors="pt")
         device = self.accelerator.device
+        grids = processed["image_grid_thw"].to(device)
+        patches = processed["pixel_values"].to(device).split(grids.prod(dim=1).tolist())
+        slots = [slot[id(image)] for image in images]
         return {
-            "pixel_values": processed["pixel_values"].to(device)[patch_rows.to(device)],
-            "image_grid_thw": grids[slot_of_image].to(device),
+            "pixel_values": torch.cat([patches[place] for place in slots]),
+            "image_grid_thw": grids[slots],
             "num_images": [len(r.turn.images) for r in rows],
             "mm_token_type_ids": (ids == self._image_pad_token_id).long(),
         }
