@@ -384,6 +384,54 @@ def test_a_micro_batch_drops_the_columns_that_are_padding_in_all_its_rows(played
     assert own_width == pytest.approx(full_width, rel=1e-5) and abs(full_width) > 1e-3
 
 
+def test_rows_rotated_past_their_left_padding_give_trls_masked_log_probs_and_gradients(
+        played, tmp_path, monkeypatch):
+    """The model runs on rows rotated past their left padding, with plain causal attention (no
+    mask reaches SDPA; TRL's own pass gives it one): the same log-probs, entropies and
+    gradients as TRL's pass over the padded rows."""
+    from trl import GRPOTrainer
+
+    model, processor, rows = played
+    trainer = make_trainer(model, processor, rows, tmp_path)
+    batch = trainer._generate_and_score_completions([{}] * 8)
+    assert len(set(batch["prompt_mask"].sum(dim=1).tolist())) > 1  # rows with left padding
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+    images = {k: batch[k] for k in ("pixel_values", "image_grid_thw", "num_images",
+                                    "mm_token_type_ids")}
+    width, scored = batch["completion_ids"].size(1), batch["completion_mask"].bool()
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    outputs, masks = [], []
+    for logps_of in (trainer._get_per_token_logps_and_entropies,
+                     lambda *args, **kwargs: GRPOTrainer._get_per_token_logps_and_entropies(
+                         trainer, *args, **kwargs)):
+        calls = []
+
+        def recorded(*args, calls=calls, **kwargs):
+            calls.append((kwargs.get("attn_mask") is not None, kwargs.get("is_causal")))
+            return sdpa(*args, **kwargs)
+
+        monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recorded)
+        model.zero_grad()
+        logps, entropies, _ = logps_of(model, ids, mask, width, 8, compute_entropy=True,
+                                       **images)
+        monkeypatch.undo()
+        logps[scored].sum().backward()
+        outputs.append((logps[scored], entropies[scored],
+                        {name: p.grad.clone() for name, p in model.named_parameters()
+                         if p.grad is not None}))
+        masks.append(calls)
+    model.zero_grad()
+    assert masks[0] and not any(masked for masked, _ in masks[0])
+    assert any(causal for _, causal in masks[0]) and any(masked for masked, _ in masks[1])
+    (ours, our_entropy, our_grads), (theirs, their_entropy, their_grads) = outputs
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(our_entropy, their_entropy, rtol=1e-5, atol=1e-5)
+    assert our_grads.keys() == their_grads.keys() and our_grads
+    for name, grad in our_grads.items():
+        torch.testing.assert_close(grad, their_grads[name], rtol=1e-4, atol=1e-6)
+
+
 def test_reference_log_probs_by_micro_batch_of_similar_rows_equal_the_full_width_ones(
         played, tmp_path, monkeypatch):
     """The reference pass runs micro-batches of rows of similar length, each on its own width:
@@ -475,6 +523,10 @@ def test_the_private_trl_surface_the_trainer_relies_on_is_there():
     assert logps[:6] == ["self", "model", "input_ids", "attention_mask", "logits_to_keep",
                          "batch_size"]
     assert {"pixel_values", "image_grid_thw", "num_images", "mm_token_type_ids"} <= set(logps)
+    # the model is called with keywords only, labels for the fused head's per-token outputs
+    call = inspect.getsource(GRPOTrainer._get_per_token_logps_and_entropies)
+    assert "model(**model_inputs, labels=labels, fused_lm_head=True)" in call
+    assert '{"input_ids": input_ids_batch, "attention_mask": attention_mask_batch}' in call
     loss = inspect.getsource(GRPOTrainer._compute_loss)  # reads what the override returns
     for key in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages",
                 "num_items_in_batch", "ref_per_token_logps", "mm_token_type_ids"):
