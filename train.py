@@ -167,6 +167,7 @@ def build(cfg: DictConfig, out: Path, phase: PhaseSeating | None = None,
                         seed=(cfg.seed * args.world_size + rank) * 1_000_000_000,
                         after_rollouts=after_rollouts,
                         asynchronous=selfplay_options.asynchronous,
+                        max_policy_lag=selfplay_options.max_policy_lag,
                         rounds_per_stage=selfplay_options.rounds_per_stage,
                         replays=out / "replays" if rank == 0 else None)
     # the push waits for games still being played (asynchronous play) before the weights change

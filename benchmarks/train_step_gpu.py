@@ -4,6 +4,7 @@
     python benchmarks/train_step_gpu.py --shape 3b   # 3B-shaped language model, full fine-tuning
     python benchmarks/train_step_gpu.py --games 128 --steps 2 --gradient-checkpointing off
     python benchmarks/train_step_gpu.py --profile /tmp/train-profile.txt  # where GPU time goes
+    python benchmarks/train_step_gpu.py --games 32 --round-games 128 --max-policy-lag 3 --steps 6
 
 It runs train.py's own trainer (``train.build`` on the Hydra config: ``agent=vllm`` with sleep mode,
 ``trainer=gpu``) on spy games for ``--steps`` steps with the stages alternating (decision, clue,
@@ -13,8 +14,10 @@ trainer's at the start, as after every step. The tiny tokenizer cannot decode th
 so completions are fixed-length (``ignore_eos``, ``--max-tokens``) and not detokenised: every move
 is an invalid move, which costs the games nothing in speed.
 
-A step trains as many rows as a round of games gives clue turns (8 a game; a decision step, at 3
+A step trains as many rows as ``--games`` games give clue turns (8 a game; a decision step, at 3
 votes a game, plays three rounds; a clue step may use the rows a decision step's games left).
+``--round-games`` plays more games a round than a step needs, ahead of the steps that take their
+rows (up to ``--max-policy-lag`` steps later; selfplay.max_policy_lag).
 Printed per step: stage, games played, rows trained, seconds in rollouts and in the update (the
 weight push to vLLM included) and, of the update, in scoring the rows before the step (the
 reference model's log-probs, the images' pixels), and the peak GPU memory in use (all processes'
@@ -139,7 +142,11 @@ class ProfileLaterSteps(TrainerCallback):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", choices=sorted(LORA), default="7b")
-    parser.add_argument("--games", type=int, default=32, help="games a round")
+    parser.add_argument("--games", type=int, default=32, help="games whose clues a step trains")
+    parser.add_argument("--round-games", type=int, default=None,
+                        help="games a round (default --games): more plays ahead")
+    parser.add_argument("--max-policy-lag", type=int, default=1,
+                        help="selfplay.max_policy_lag: steps a row may wait")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--micro-batch", type=int, default=8)
@@ -173,7 +180,8 @@ def main() -> None:
         f"trainer.per_device_train_batch_size={args.micro_batch}",
         f"trainer.gradient_checkpointing={args.gradient_checkpointing == 'on'}",
         f"trainer.gradient_accumulation_steps={rows // args.micro_batch}",
-        f"selfplay.games_per_round={args.games}", "selfplay.schedule=alternate",
+        f"selfplay.games_per_round={args.round_games or args.games}",
+        f"selfplay.max_policy_lag={args.max_policy_lag}", "selfplay.schedule=alternate",
     ] + ([lora] if LORA[args.shape] else [])
     with initialize_config_dir(str(ROOT / "configs"), version_base=None):
         cfg = compose("train", overrides=overrides)
@@ -190,7 +198,8 @@ def main() -> None:
     memory.stop()
 
     print(f"\n{args.shape}-shaped, {'LoRA' if LORA[args.shape] else 'full'}, "
-          f"{args.games} games a round, {args.max_tokens} tokens a turn, {rows} rows a step, "
+          f"{args.round_games or args.games} games a round, max policy lag "
+          f"{args.max_policy_lag}, {args.max_tokens} tokens a turn, {rows} rows a step, "
           f"micro-batch {args.micro_batch}, gradient checkpointing {args.gradient_checkpointing}")
     print(f"{'step':>4} {'stage':>9} {'games':>5} {'rows':>5} {'rollout s':>9} {'update s':>8} "
           f"{'of it scoring s':>15} {'peak GiB':>8}")

@@ -154,6 +154,9 @@ def test_grpo_fields_are_read_from_the_installed_trl_without_importing_it():
     ("selfplay.asynchronous=true", "selfplay.asynchronous plays the next games during the update, "
                                    "which needs a policy served elsewhere (agent=vllm_server), "
                                    "not agent=transformers"),
+    ("selfplay.max_policy_lag=-1", "selfplay.max_policy_lag must be an integer >= 0, got -1"),
+    ("agent=vllm_server selfplay.asynchronous=true selfplay.max_policy_lag=0",
+     "selfplay.max_policy_lag must be an integer >= 1, got 0"),
     ("+selfplay.cycles=2", "selfplay.cycles is not an option of train.py's config (closest: cycle"),
     ("sampling.max_tokens=abc", "sampling.max_tokens must be an integer >= 1, got 'abc'"),
     ("sampling.max_tokens=0", "sampling.max_tokens must be an integer >= 1, got 0"),

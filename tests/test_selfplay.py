@@ -116,6 +116,33 @@ def test_synchronous_play_trains_its_own_rounds_and_left_overs_one_step_old():
     assert selfplay.metrics["selfplay/policy_lag"] == 0.0
 
 
+def test_a_round_played_ahead_feeds_the_next_steps_oldest_rows_first_up_to_the_lag():
+    """Playing ahead: a round of 4 games (32 clues) feeds steps of 4 clues for as long as
+    its rows are at most ``max_policy_lag`` versions old; each step takes the oldest rows."""
+    runner = RolloutRunner(lambda: envs.make("spy"), make_agent("scripted", game="spy", seed=0),
+                           parallel_games=4)
+    clues_only = FixedAlternation(cycle=100, stages=("clue", "decision"))
+    selfplay = SelfPlay(runner, SpyRecipe(clues_only, RoleBaselines()), games_per_round=4,
+                        max_policy_lag=3)
+    taken, lags = [], []
+    for _ in range(5):
+        taken.append(selfplay(4))
+        lags.append(selfplay.metrics["selfplay/policy_lag"])
+    assert [{r.policy_version for r in rows} for rows in taken] == [{0}] * 4 + [{4}]
+    assert lags == [0, 1, 2, 3, 0]
+    assert selfplay.games_played == 8  # a new round only once the first one's rows were 3 old
+    first_round = [key for rows in taken[:4] for key in rows_key(rows)]
+    assert len(set(first_round)) == 16  # no row trained twice
+    same_round = SelfPlay(RolloutRunner(lambda: envs.make("spy"),
+                                        make_agent("scripted", game="spy", seed=0),
+                                        parallel_games=4),
+                          SpyRecipe(clues_only, RoleBaselines()), games_per_round=4)
+    assert first_round == rows_key(same_round(16))  # the round's rows in their order
+    with pytest.raises(ValueError, match="max_policy_lag must be >= 1 with asynchronous play"):
+        SelfPlay(runner, SpyRecipe(clues_only, RoleBaselines()), games_per_round=4,
+                 asynchronous=True, max_policy_lag=0)
+
+
 class FailsInTheBackground(TextAgent):
     """A model that answers in the main thread and fails in any other (as a server going away
     during a background round would)."""

@@ -7,10 +7,15 @@ recipe's state, the rows left over for the next step, the playing agents' per-re
 seeds; :class:`SaveSelfPlayState` writes them into every checkpoint). The game's *recipe*
 (:mod:`trainers.recipes`) says which stage trains and how games become rows.
 
-Every round's games give rows for every stage; those the step does not take wait for the next
-step and no longer. Each row carries the version of the policy that sampled it (the optimizer
-steps its weights had taken); no step trains on rows more than one version old, and the trainer's
-importance weights correct for that one step.
+Every round's games give rows for every stage; those a step does not take wait for the next
+steps, oldest first. Each row carries the version of the policy that sampled it (the optimizer
+steps its weights had taken); no step trains on rows more than ``max_policy_lag`` versions old
+(default 1: the next step only), and the trainer's importance weights correct for the lag.
+
+Playing ahead (``games_per_round`` above the games a step's rows need, ``max_policy_lag`` to
+match): a round of 128 games feeding steps of 32 games' rows is played once every 4 steps, at the
+speed of 128 games at once, whose GPU use a round of 32 does not reach; the price is rows up to 3
+policy versions old, weighted by the trainer's importance weights (capped, ``importance_cap``).
 
 One-step-off asynchronous play (``asynchronous=True``, for agents on other GPUs or machines, e.g.
 ``agent=vllm_server``): as soon as a step has its rows, the next step's round starts in a
@@ -54,7 +59,6 @@ log = logging.getLogger(__name__)
 STATE_FILE = "selfplay_state.json"
 ROWS_FILE = "selfplay_rows.pt"
 PENDING_FILE = "selfplay_pending_rows.pt"
-MAX_POLICY_LAG = 1  # rows sampled more optimizer steps ago than this are not trained
 
 
 @dataclass
@@ -77,22 +81,27 @@ class SelfPlay:
     once per step — through ``share`` when given, which averages them over data-parallel
     processes so that all of them keep the same stage. ``after_rollouts`` runs once a step's rows
     are in (e.g. to put a vLLM engine to sleep during the update). ``asynchronous``: play the next
-    step's round while this one trains (one-step-off, see the module docstring)."""
+    step's round while this one trains (one-step-off, see the module docstring).
+    ``max_policy_lag``: the most optimizer steps between a row's sampling and its training."""
 
     def __init__(self, runner: RolloutRunner, recipe: Recipe, games_per_round: int,
                  seed: int = 0, replays: Path | None = None,
                  after_rollouts: Callable[[], None] | None = None, rounds_per_stage: int = 8,
                  share: Callable[[dict[str, float]], dict[str, float]] | None = None,
-                 asynchronous: bool = False):
+                 asynchronous: bool = False, max_policy_lag: int = 1):
         if games_per_round < 1:
             raise ValueError(f"games_per_round must be >= 1, got {games_per_round}")
+        if max_policy_lag < int(asynchronous):
+            raise ValueError(f"max_policy_lag must be >= {int(asynchronous)}"
+                             f"{' with asynchronous play' if asynchronous else ''}, got "
+                             f"{max_policy_lag}")
         if asynchronous and after_rollouts is not None:
             raise ValueError("asynchronous play keeps the policy playing during the update: it "
                              "cannot put it to sleep after the rollouts (after_rollouts)")
         self.runner, self.recipe, self.games_per_round = runner, recipe, games_per_round
         self.seed, self.replays, self.after_rollouts = seed, replays, after_rollouts
         self.rounds_per_stage, self.share = rounds_per_stage, share
-        self.asynchronous = asynchronous
+        self.asynchronous, self.max_policy_lag = asynchronous, max_policy_lag
         self.games_played = self.skipped_stages = 0
         self.steps = 0  # steps given rows so far: the version of the policy playing now
         self.metrics: dict[str, float] = {}
@@ -104,9 +113,8 @@ class SelfPlay:
 
     def __call__(self, count: int) -> list[TrainingRow]:
         pool = {stage: [row for row in self._left_over.get(stage, ())
-                        if self.steps - row.policy_version <= MAX_POLICY_LAG]
+                        if self.steps - row.policy_version <= self.max_policy_lag]
                 for stage in self.recipe.stages}
-        fresh: dict[str, list[TrainingRow]] = {stage: [] for stage in self.recipe.stages}
         rounds = skips = 0
         # the round played in the background for this step always joins the pool
         while self._in_flight is not None or len(pool[self.recipe.stage]) < count:
@@ -123,13 +131,10 @@ class SelfPlay:
                 continue
             for stage, rows in self._take_round().rows.items():
                 pool[stage] += rows
-                fresh[stage] += rows
             rounds += 1
         stage = self.recipe.stage
-        taken = pool[stage][:count]
-        # what this step's games left over waits one step, no longer
-        used = {id(row) for row in taken}
-        self._left_over = {s: [r for r in rows if id(r) not in used] for s, rows in fresh.items()}
+        taken = pool[stage][:count]  # the oldest rows first
+        self._left_over = {s: rows[count:] if s == stage else rows for s, rows in pool.items()}
         self.recipe.observe(self.share(self._statistics) if self.share else self._statistics)
         self.metrics["selfplay/skipped_stages"] = float(self.skipped_stages)
         self.metrics |= {f"selfplay/stage_{name}": float(name == stage)

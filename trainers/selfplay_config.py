@@ -80,6 +80,11 @@ class SelfPlayConfig:
     #: One step off: the next step's games play during this step's update (``agent=vllm_server``
     #: only; rows at most one policy version old).
     asynchronous: bool = False
+    #: The most optimizer steps between a row's sampling and its training (1 with
+    #: ``asynchronous``): rows a step does not take wait that long. Above 1 it lets a round play
+    #: ahead for several steps (``games_per_round`` above the games a step needs), at the speed
+    #: of many games at once, on rows weighted for their lag (``trainer.importance_cap``).
+    max_policy_lag: int = 1
 
     def __post_init__(self) -> None:
         check_int("games_per_round", self.games_per_round, 1)
@@ -106,6 +111,7 @@ class SelfPlayConfig:
         check_int("rounds_per_stage", self.rounds_per_stage, 1)
         if not isinstance(self.asynchronous, bool):
             raise ValueError(f"asynchronous must be true or false, got {self.asynchronous!r}")
+        check_int("max_policy_lag", self.max_policy_lag, 1 if self.asynchronous else 0)
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
