@@ -143,6 +143,31 @@ def test_a_round_played_ahead_feeds_the_next_steps_oldest_rows_first_up_to_the_l
                  asynchronous=True, max_policy_lag=0)
 
 
+def test_rows_played_ahead_survive_a_checkpoint(tmp_path):
+    from types import SimpleNamespace
+
+    from trainers.selfplay import SaveSelfPlayState
+
+    def played_ahead() -> SelfPlay:
+        runner = RolloutRunner(lambda: envs.make("spy"),
+                               make_agent("scripted", game="spy", seed=0), parallel_games=4)
+        return SelfPlay(runner, SpyRecipe(FixedAlternation(cycle=100), RoleBaselines()),
+                        games_per_round=4, max_policy_lag=3)
+
+    selfplay = played_ahead()
+    selfplay(3), selfplay(3)  # decision: 12 votes a round, 6 taken
+    SaveSelfPlayState(selfplay).on_save(SimpleNamespace(output_dir=str(tmp_path),
+                                                        process_index=0),
+                                        SimpleNamespace(global_step=2), None)
+    resumed = played_ahead()
+    SaveSelfPlayState.load(resumed, tmp_path / "checkpoint-2")
+    for _ in range(3):  # the round's last 6 votes, then a new round
+        expected, got = selfplay(3), resumed(3)
+        assert rows_key(got) == rows_key(expected)
+        assert [r.advantage for r in got] == [r.advantage for r in expected]
+    assert resumed.games_played == selfplay.games_played == 8
+
+
 class FailsInTheBackground(TextAgent):
     """A model that answers in the main thread and fails in any other (as a server going away
     during a background round would)."""
