@@ -358,6 +358,10 @@ def train_and_save(cfg: DictConfig, out: Path, phase: PhaseSeating | None = None
 @report_errors
 def main(cfg: DictConfig) -> None:
     out = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
+    if cfg.agent.name == "transformers":
+        # TRL imports vLLM whenever it is installed (7 of the 20 s of imports on 2 cores); this
+        # process plays with transformers and goes without it: TRL then finds no vLLM
+        sys.modules.setdefault("vllm", None)
     if cfg.selfplay.models == "separate":
         check_train_config(cfg, config_file=CONFIG_FILE, agents=POLICY_AGENTS)
         train_models_apart(cfg, out)

@@ -274,9 +274,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     evaluate this way once training has ended."""
     import argparse
 
-    import torch
     from omegaconf import OmegaConf
-    from transformers import AutoModelForImageTextToText, AutoProcessor
 
     parser = argparse.ArgumentParser(
         prog="python -m trainers.evaluation",
@@ -303,6 +301,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as error:
         parser.error(str(error))
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
+    import torch  # once the arguments are checked: a typo is refused in a second, not ten
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
     model = AutoModelForImageTextToText.from_pretrained(final,
                                                         dtype=getattr(torch, cfg.model.dtype))
     model.to("cuda:0" if torch.cuda.is_available() else "cpu")

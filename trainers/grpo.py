@@ -18,6 +18,8 @@ Every pass runs micro-batches without the columns that are padding in all their 
 padded to the longest of the generation batch). The no-grad passes group rows of similar length;
 so does the loss where the grouping cannot change the step (one optimizer step for the whole
 generation batch, a loss not normalised per micro-batch), instead of TRL's shuffled micro-batches.
+The model sees each row rotated past its left padding, so that its attention needs no padding
+mask (:class:`_PaddingOnTheRight`).
 In mixed precision, LoRA adapters take their inputs in the compute dtype (see
 :meth:`TrajectoryGRPOTrainer._adapter_inputs_uncast`). :class:`TrajectoryGRPOConfig` is TRL's
 ``GRPOConfig`` with the importance cap added.
