@@ -85,6 +85,7 @@ def test_spy_trains_both_stages_with_role_baselines_checkpoints_and_resumes(defa
     assert (tmp_path / ".hydra" / "config.yaml").is_file()
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert "selfplay/vote_accuracy" in first.stderr + first.stdout  # game stats are logged
+    assert "][vllm." not in first.stderr  # agent=transformers: vLLM never imported (its loggers)
     AutoModelForImageTextToText.from_pretrained(checkpoint)  # a loadable model
     second = train(tmp_path, default_model, "trainer.max_steps=2", *options)
     assert second.returncode == 0, second.stderr[-3000:]
