@@ -107,6 +107,12 @@ def build(cfg: DictConfig, out: Path, phase: PhaseSeating | None = None,
     sharding = sharding_from_launcher(os.environ)
     check_sharded_training(sharding, cfg.agent.name, cfg.model.lora)
     import torch
+
+    if sharding and (OmegaConf.select(cfg, "trainer.use_cpu", default=False)
+                     or not torch.accelerator.is_available()):  # before TRL's 15 s of imports
+        raise ConfigError(f"the launch asks for {sharding}, which accelerate runs on GPUs only "
+                          f"(here it would start unsharded, unconnected processes): use "
+                          f"configs/accelerate/ddp.yaml on a CPU")
     from transformers import AutoModelForImageTextToText, AutoProcessor, set_seed
 
     from trainers.grpo import TrajectoryGRPOConfig, TrajectoryGRPOTrainer
@@ -127,10 +133,6 @@ def build(cfg: DictConfig, out: Path, phase: PhaseSeating | None = None,
                                     **OmegaConf.to_container(cfg.trainer, resolve=True))
     except ValueError as error:  # TRL's checks across fields
         raise ConfigError(f"trainer: {error}") from None
-    if sharding and args.device.type == "cpu":
-        raise ConfigError(f"the launch asks for {sharding}, which accelerate runs on GPUs only "
-                          f"(here it would start unsharded, unconnected processes): use "
-                          f"configs/accelerate/ddp.yaml on a CPU")
     if sharding == "fsdp" and args.beta:  # TRL builds the reference model with device_map="auto"
         args.model_init_kwargs = {"device_map": None}  # under FSDP: spread over every GPU
     rank = args.process_index  # each data-parallel process plays its own games
