@@ -3,9 +3,11 @@
 A model stuck repeating itself writes thousands of openers (``\\boxed{``, ``<answer>``, braces,
 option lines); a parser with a lazy ``.*?`` or a rescan from each opener is quadratic in them, and
 one such answer at the size limit once stalled every game of a batch for seconds. Each input here
-goes through the environment's real step, at half the size limit and at the limit: doubling the
-length may double the time, plus noise (best of several runs, interleaved), but a ratio of 3 or
-more means quadratic work (a quadratic parser gives 4).
+goes through the environment's real step, at an eighth of the size limit and at the limit: eight
+times the length may take eight times as long, plus noise (best of several runs, interleaved; the
+linear steps here measured up to 7.2), but a ratio of 16 or more means quadratic work (a quadratic
+parser gives up to 64; a rescan from each opener measured 26). A doubling, with a limit of 3
+against a quadratic 4, failed on noise.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ TURNS = {
 #: What reaches the timed turn: a well-formed move for every earlier turn.
 EARLIER_MOVES = {"spy": "I looked closely. \\boxed{a grey square}", "qa_duel": QUESTION}
 REPEATS = 7
-MAX_RATIO = 3.0
+MAX_RATIO = 16.0
 
 
 def filled(unit: str, prefix: str = "", suffix: str = "") -> Callable[[int], str]:
@@ -87,14 +89,15 @@ def test_a_step_takes_time_linear_in_the_action(turn, text_of):
     name, phase, options = turn
     env = envs.make(name, source=SolidColourSource(), **options)
     limit = env.max_action_chars
-    texts = {size: text_of(size) for size in (limit // 2, limit)}
+    short = limit // 8
+    texts = {size: text_of(size) for size in (short, limit)}
     assert all(len(text) == size for size, text in texts.items())
     best = dict.fromkeys(texts, float("inf"))
     for _ in range(REPEATS):
         for size, text in texts.items():
             best[size] = min(best[size], seconds_to_step(env, phase, text))
-    ratio = best[limit] / best[limit // 2]
+    ratio = best[limit] / best[short]
     assert ratio < MAX_RATIO, (
-        f"{name} {phase}: {best[limit // 2] * 1e3:.2f} ms at {limit // 2} characters, "
-        f"{best[limit] * 1e3:.2f} ms at {limit}: doubling the text multiplied the time by "
-        f"{ratio:.1f}")
+        f"{name} {phase}: {best[short] * 1e3:.2f} ms at {short} characters, "
+        f"{best[limit] * 1e3:.2f} ms at {limit}: eight times the text took "
+        f"{ratio:.1f} times as long")
