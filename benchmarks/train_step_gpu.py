@@ -163,7 +163,7 @@ def main() -> None:
     args = parser.parse_args()
     folder = saved_shaped_model(args.shape,
                                 args.model_folder or Path(f"/tmp/zeroplay-{args.shape}"))
-    rows = 8 * args.games
+    rows, round_games = 8 * args.games, args.round_games or args.games
     if rows % args.micro_batch:
         raise SystemExit(f"8 x --games ({rows}) must be a multiple of --micro-batch")
     # the language model's linear layers (Qwen2-VL's vision tower names its own differently)
@@ -180,7 +180,7 @@ def main() -> None:
         f"trainer.per_device_train_batch_size={args.micro_batch}",
         f"trainer.gradient_checkpointing={args.gradient_checkpointing == 'on'}",
         f"trainer.gradient_accumulation_steps={rows // args.micro_batch}",
-        f"selfplay.games_per_round={args.round_games or args.games}",
+        f"selfplay.games_per_round={round_games}",
         f"selfplay.max_policy_lag={args.max_policy_lag}", "selfplay.schedule=alternate",
     ] + ([lora] if LORA[args.shape] else [])
     with initialize_config_dir(str(ROOT / "configs"), version_base=None):
@@ -198,7 +198,7 @@ def main() -> None:
     memory.stop()
 
     print(f"\n{args.shape}-shaped, {'LoRA' if LORA[args.shape] else 'full'}, "
-          f"{args.round_games or args.games} games a round, max policy lag "
+          f"{round_games} games a round, max policy lag "
           f"{args.max_policy_lag}, {args.max_tokens} tokens a turn, {rows} rows a step, "
           f"micro-batch {args.micro_batch}, gradient checkpointing {args.gradient_checkpointing}")
     print(f"{'step':>4} {'stage':>9} {'games':>5} {'rows':>5} {'rollout s':>9} {'update s':>8} "

@@ -141,6 +141,9 @@ def test_a_round_played_ahead_feeds_the_next_steps_oldest_rows_first_up_to_the_l
     with pytest.raises(ValueError, match="max_policy_lag must be >= 1 with asynchronous play"):
         SelfPlay(runner, SpyRecipe(clues_only, RoleBaselines()), games_per_round=4,
                  asynchronous=True, max_policy_lag=0)
+    with pytest.raises(ValueError, match="max_policy_lag must be >= 0, got -1"):
+        SelfPlay(runner, SpyRecipe(clues_only, RoleBaselines()), games_per_round=4,
+                 max_policy_lag=-1)
 
 
 def test_rows_played_ahead_survive_a_checkpoint(tmp_path):

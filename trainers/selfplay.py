@@ -91,10 +91,11 @@ class SelfPlay:
                  asynchronous: bool = False, max_policy_lag: int = 1):
         if games_per_round < 1:
             raise ValueError(f"games_per_round must be >= 1, got {games_per_round}")
-        if max_policy_lag < int(asynchronous):
-            raise ValueError(f"max_policy_lag must be >= {int(asynchronous)}"
-                             f"{' with asynchronous play' if asynchronous else ''}, got "
+        if asynchronous and max_policy_lag < 1:  # a background round's rows are a step old
+            raise ValueError(f"max_policy_lag must be >= 1 with asynchronous play, got "
                              f"{max_policy_lag}")
+        if max_policy_lag < 0:
+            raise ValueError(f"max_policy_lag must be >= 0, got {max_policy_lag}")
         if asynchronous and after_rollouts is not None:
             raise ValueError("asynchronous play keeps the policy playing during the update: it "
                              "cannot put it to sleep after the rollouts (after_rollouts)")
