@@ -14,8 +14,9 @@ trainer's at the start, as after every step. The tiny tokenizer cannot decode th
 so completions are fixed-length (``ignore_eos``, ``--max-tokens``) and not detokenised: every move
 is an invalid move, which costs the games nothing in speed.
 
-A step trains as many rows as ``--games`` games give clue turns (8 a game; a decision step, at 3
-votes a game, plays three rounds; a clue step may use the rows a decision step's games left).
+A step trains as many rows as ``--games`` games give clue turns (8 a game; a decision step with
+the civilians' 3 votes a game plays three rounds; a clue step may use the rows a decision step's
+games left).
 ``--round-games`` plays more games a round than a step needs, ahead of the steps that take their
 rows (up to ``--max-policy-lag`` steps later; selfplay.max_policy_lag).
 Printed per step: stage, games played, rows trained, seconds in rollouts and in the update (the
@@ -24,8 +25,11 @@ reference model's log-probs, the images' pixels), and the peak GPU memory in use
 allocations, sampled every 20 ms). From them: rollout seconds per game (the steps after the
 first, a warm-up, if any of them played games), update seconds per row (the steps after the
 first), and the projection for Vision-Zero's CLEVR recipe — 100 iterations of 128 four-player
-games, a step training 3 rows a game (decision) or 8 (clue) — against the paper's 127
-A100-hours. ``--profile`` records the steps after the first.
+games, a step training 8 rows a game in the clue stage and, in the decision stage, as many as
+the game's vote gives (``--decision``: the recipe's observer samples 8 votes, the paper's three
+civilians vote once each) — against the paper's 127 A100-hours. The rollout seconds a game are
+those of the vote played: an observer's 8 votes cost more than 3 civilians'. ``--profile``
+records the steps after the first.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ ROOT = Path(__file__).resolve().parent.parent
 build = runpy.run_path(str(ROOT / "train.py"))["build"]
 LORA = {"7b": True, "3b": False}  # LoRA on the 7B shape, full fine-tuning of the 3B
 PAPER_A100_HOURS = 127
+#: rows a four-player game gives a decision step, by env.decision (games/spy.py)
+DECISION_ROWS = {"observer": 8, "civilians": 3}
 
 
 class PeakMemory:
@@ -156,6 +162,8 @@ def main() -> None:
                         help="vLLM's gpu_memory_utilization")
     parser.add_argument("--prompt-layout", choices=["seat_first", "shared_first"],
                         default="seat_first", help="the spy game's prompt layout")
+    parser.add_argument("--decision", choices=sorted(DECISION_ROWS), default="observer",
+                        help="the spy game's vote (env.decision): the recipe's or the paper's")
     parser.add_argument("--model-folder", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("/tmp/zeroplay-train-step"))
     parser.add_argument("--profile", type=Path, default=None,
@@ -170,7 +178,8 @@ def main() -> None:
     lora = ("+model.lora={r: 64, lora_alpha: 128, target_modules: "
             "[q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]}")
     overrides = [
-        "env=spy", f"env.prompt_layout={args.prompt_layout}", f"model.path={folder}",
+        "env=spy", f"env.prompt_layout={args.prompt_layout}", f"env.decision={args.decision}",
+        f"model.path={folder}",
         "model.dtype=bfloat16", "agent=vllm",
         "agent.sleep=true", "+agent.load_format=dummy",
         f"+agent.gpu_memory_utilization={args.gpu_memory}",
@@ -215,9 +224,11 @@ def main() -> None:
     print(f"rollouts {per_game:.3f} s a game, updates {per_row:.3f} s a row "
           f"(weight push to vLLM included); peak GPU memory "
           f"{max(s['peak_gib'] for s in timer.steps):.1f} GiB")
-    for stage, rows_a_game, target in (("decision", 3, 2.5), ("clue", 8, 4)):
+    for stage, rows_a_game, target in (("decision", DECISION_ROWS[args.decision], 2.5),
+                                       ("clue", 8, 4)):
         step = 128 * (per_game + rows_a_game * per_row)
-        print(f"projection, {stage} stage: a step of 128 games = {step:.0f} s; 100 steps = "
+        print(f"projection, {stage} stage ({args.decision} vote): a step of 128 games = "
+              f"{step:.0f} s; 100 steps = "
               f"{100 * step / 3600:.1f} {torch.cuda.get_device_name()} GPU-hours (target <= "
               f"{target}; the paper: {PAPER_A100_HOURS} A100-hours in all)")
 
