@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The packages a scale-out run needs on the GPU machine beyond ../shared/gpu/make_chunks.sh's two
-# archives: `vllm serve`'s web stack (agent=vllm_server) and DeepSpeed (configs/accelerate/
-# zero3.yaml). Run from the repository root on the CPU machine, the project's virtual environment
+# archives: `vllm serve`'s web stack (agent=vllm_server), DeepSpeed (configs/accelerate/
+# zero3.yaml) and pytest-xdist (pyproject's pytest options name it, also for `pytest -m gpu`). Run from the repository root on the CPU machine, the project's virtual environment
 # active (DeepSpeed's build imports torch), in about a minute:
 #     bash scripts/gpu_extras.sh
 # It fills .gpu/c3/ (~13 MiB, git-ignored with .gpu/) with py3.12 wheels and install.sh. On the
@@ -21,7 +21,8 @@ python3 -m pip download -q "${flags[@]}" -d "$out" \
   prometheus_fastapi_instrumentator==8.1.0 propcache==0.5.4 pydantic_extra_types==2.11.1 \
   python_multipart==0.0.34 supervisor==4.3.0 uvicorn==0.54.0 uvloop==0.23.0 watchfiles==1.3.0 \
   websockets==17.4 yarl==1.25.1 \
-  einops==0.8.2 hjson==3.1.0 msgpack==1.2.4 ninja==1.13.2 psutil==7.2.2 py_cpuinfo==9.0.0
+  einops==0.8.2 hjson==3.1.0 msgpack==1.2.4 ninja==1.13.2 psutil==7.2.2 py_cpuinfo==9.0.0 \
+  pytest_xdist==3.8.0 execnet==2.1.2
 # DeepSpeed is published as source only; without its compiled ops it is pure Python.
 DS_BUILD_OPS=0 python3 -m pip wheel -q --no-deps --no-build-isolation -w "$out" deepspeed==0.19.8
 cat > "$out/install.sh" <<'INSTALL'
@@ -40,7 +41,7 @@ modules = {"uvicorn": "uvicorn", "h11": "h11", "httptools": "httptools", "uvloop
            "jmespath": "jmespath", "pydantic_extra_types": "pydantic_extra_types",
            "supervisor": "supervisor", "deepspeed": "deepspeed", "einops": "einops",
            "hjson": "hjson", "msgpack": "msgpack", "ninja": "ninja", "psutil": "psutil",
-           "py_cpuinfo": "cpuinfo"}
+           "py_cpuinfo": "cpuinfo", "pytest_xdist": "xdist", "execnet": "execnet"}
 missing = [wheel for name, module in modules.items() if importlib.util.find_spec(module) is None
            for wheel in glob.glob(f".gpu/c3/{name}-*.whl")]
 print("gpu extras: installing", [w.split("/")[-1].split("-")[0] for w in missing])

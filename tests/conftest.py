@@ -1,19 +1,59 @@
-"""Shared test fixtures: a tiny in-memory image source so rule tests need no rendering."""
+"""Shared test fixtures (a tiny in-memory image source so rule tests need no rendering, the
+default model, runs and servers that several tests read), and the suite's split over two
+pytest-xdist workers."""
 
 from __future__ import annotations
 
 import os
-import subprocess
+
+# ----- parallel workers: pyproject's addopts run the suite on pytest-xdist's workers -----
+
+if "PYTEST_XDIST_WORKER" in os.environ:  # set before anything imports torch or starts vLLM
+    # each worker's torch and vLLM threads on their own share of the cores: side by side, two
+    # workers each using every core ran their heavy tests up to 1.8x slower
+    _worker = int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw"))
+    _workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    _cores = sorted(os.sched_getaffinity(0))
+    _mine = _cores[_worker::_workers] or _cores
+    os.environ.setdefault("OMP_NUM_THREADS", str(len(_mine)))
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, _mine)))
+
+import subprocess  # noqa: E402
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
-import pytest
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
-from agents.model import SamplingConfig
-from agents.openai_agent import OpenAIAgent
-from games.images import ImagePair, ImageSource, SceneImage
+from agents.model import SamplingConfig  # noqa: E402
+from agents.openai_agent import OpenAIAgent  # noqa: E402
+from games.images import ImagePair, ImageSource, SceneImage  # noqa: E402
+
+#: session fixtures that several test modules share: each one's tests go to one worker, which
+#: builds it once
+SHARED_ON_ONE_WORKER = ("default_model_server", "crashed_then_evaluated_run")
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: two workers (one per core on the 2-core machines the suite is sized for), or
+    none for a GPU run (``-m gpu``), whose tests share one GPU."""
+    if config.option.markexpr.strip() == "gpu":
+        return 0
+    return min(2, len(os.sched_getaffinity(0)))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each module's tests on one worker (``--dist loadgroup``), so that its module fixtures
+    (a vLLM engine, a trained run) are built once; the modules sharing a session fixture of
+    :data:`SHARED_ON_ONE_WORKER` on one worker together."""
+    group = {item.module.__name__: item.module.__name__ for item in items}
+    for item in items:
+        for fixture in SHARED_ON_ONE_WORKER:
+            if fixture in item.fixturenames:
+                group[item.module.__name__] = fixture
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group[item.module.__name__]))
 
 
 class SolidColourSource(ImageSource):
@@ -48,9 +88,14 @@ os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 
 @pytest.fixture(scope="session")
 def default_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default tiny model, built offline into this session's temporary cache."""
+    """The default tiny model, built offline into this session's temporary cache (under xdist,
+    one cache for all workers: the first build to finish is renamed into place, the others see
+    it there or lose the race harmlessly)."""
     from agents.default_model import default_model_path
 
+    base = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:  # the workers' folders share a parent per session
+        return default_model_path(base.parent / "zeroplay-cache")
     return default_model_path(tmp_path_factory.mktemp("zeroplay-cache"))
 
 

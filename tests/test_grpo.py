@@ -21,7 +21,9 @@ from trainers.rows import TrainingRow
 
 @pytest.fixture(scope="module")
 def played(default_model):
-    """A float32 copy of the default model, and turns it played itself (temperature 1)."""
+    """A float32 copy of the default model, and turns it played itself (temperature 1), with
+    advantages that do not cancel out in a loss even when the completions have equal lengths
+    (which the sampled tokens, and so the number of torch threads, decide)."""
     processor = AutoProcessor.from_pretrained(default_model, padding_side="left")
     model = AutoModelForImageTextToText.from_pretrained(default_model, dtype=torch.float32)
     agent = TransformersAgent(default_model, SamplingConfig(max_tokens=12, seed=0),
@@ -29,7 +31,7 @@ def played(default_model):
     results = RolloutRunner(lambda: envs.make("spy", decision="observer", observer_samples=2),
                             agent, parallel_games=2).run(2, seed=0)
     turns = [turn for result in results for turn in result.turns]
-    return model, processor, [TrainingRow(t, 1.0 if i % 2 else -1.0) for i, t in enumerate(turns)]
+    return model, processor, [TrainingRow(t, 1.0 if i % 2 else -0.5) for i, t in enumerate(turns)]
 
 
 def make_trainer(model, processor, rows, tmp_path, peft_config=None,
