@@ -5,34 +5,37 @@ pytest-xdist workers."""
 from __future__ import annotations
 
 import os
-
-# ----- parallel workers: pyproject's addopts run the suite on pytest-xdist's workers -----
-
-if "PYTEST_XDIST_WORKER" in os.environ:  # set before anything imports torch or starts vLLM
-    # each worker's torch and vLLM threads on their own share of the cores: side by side, two
-    # workers each using every core ran their heavy tests up to 1.8x slower
-    _worker = int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw"))
-    _workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
-    _cores = sorted(os.sched_getaffinity(0))
-    _mine = _cores[_worker::_workers] or _cores
-    os.environ.setdefault("OMP_NUM_THREADS", str(len(_mine)))
-    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, _mine)))
-
-import subprocess  # noqa: E402
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-from agents.model import SamplingConfig  # noqa: E402
-from agents.openai_agent import OpenAIAgent  # noqa: E402
-from games.images import ImagePair, ImageSource, SceneImage  # noqa: E402
+from agents.model import SamplingConfig
+from agents.openai_agent import OpenAIAgent
+from games.images import ImagePair, ImageSource, SceneImage
 
-#: session fixtures that several test modules share: each one's tests go to one worker, which
-#: builds it once
-SHARED_ON_ONE_WORKER = ("default_model_server", "crashed_then_evaluated_run")
+# ----- parallel workers: pyproject's addopts run the suite on pytest-xdist's workers -----
+
+
+def usable_cores() -> list[int]:
+    """The CPU cores this process may run on (all of them where the OS cannot say)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+if "PYTEST_XDIST_WORKER" in os.environ:  # set before any test imports torch or starts vLLM
+    # each worker's torch and vLLM threads on their own share of the cores: side by side, two
+    # workers each using every core ran their heavy tests up to 1.8x slower
+    _worker = int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw"))
+    _workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    _cores = usable_cores()
+    _mine = _cores[_worker::_workers] or _cores
+    os.environ.setdefault("OMP_NUM_THREADS", str(len(_mine)))
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, _mine)))
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
@@ -40,20 +43,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     none for a GPU run (``-m gpu``), whose tests share one GPU."""
     if config.option.markexpr.strip() == "gpu":
         return 0
-    return min(2, len(os.sched_getaffinity(0)))
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Each module's tests on one worker (``--dist loadgroup``), so that its module fixtures
-    (a vLLM engine, a trained run) are built once; the modules sharing a session fixture of
-    :data:`SHARED_ON_ONE_WORKER` on one worker together."""
-    group = {item.module.__name__: item.module.__name__ for item in items}
-    for item in items:
-        for fixture in SHARED_ON_ONE_WORKER:
-            if fixture in item.fixturenames:
-                group[item.module.__name__] = fixture
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group[item.module.__name__]))
+    return min(2, len(usable_cores()))
 
 
 class SolidColourSource(ImageSource):
@@ -112,9 +102,10 @@ class CrashedThenEvaluatedRun(NamedTuple):
 @pytest.fixture(scope="session")
 def crashed_then_evaluated_run(default_model, tmp_path_factory: pytest.TempPathFactory,
                                ) -> CrashedThenEvaluatedRun:
-    """One spy run folder of ``python train.py``, shared because two tests would each train it:
-    a run that crashes once training has started (a missing image folder), then in the same
-    folder a run of one step with the end-of-run evaluation of 2 games.
+    """One spy run folder of ``python train.py`` (for each xdist worker that needs it), shared
+    because two tests would each train it: a run that crashes once training has started (a
+    missing image folder), then in the same folder a run of one step with the end-of-run
+    evaluation of 2 games.
     tests/test_config_checks.py reads the appended ``train.log``, tests/test_evaluation.py the
     evaluation."""
     from tests.test_config_checks import run_train
@@ -139,8 +130,9 @@ def crashed_then_evaluated_run(default_model, tmp_path_factory: pytest.TempPathF
 def default_model_server(default_model, tmp_path_factory: pytest.TempPathFactory,
                          ) -> Iterator[tuple[OpenAIAgent, Path]]:
     """`vllm serve` of the default model with vLLM's development routes on (weight pushes), its
-    output (the access log) in a file: a client of it and that file. One server for the session,
-    because tests/test_vllm.py and tests/test_server_mode.py would each start one (~40 s); the
+    output (the access log) in a file: a client of it and that file. One server for the session
+    (for each xdist worker that runs such tests), because tests/test_vllm.py and
+    tests/test_server_mode.py would each start one (~40 s); the
     tests that push weights into it push the default model's own back when they end
     (tests/test_server_mode.py's ``server``)."""
     from tests.test_vllm import vllm_server  # imports vLLM
