@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The packages a scale-out run needs on the GPU machine beyond ../shared/gpu/make_chunks.sh's two
 # archives: `vllm serve`'s web stack (agent=vllm_server), DeepSpeed (configs/accelerate/
-# zero3.yaml) and pytest-xdist (pyproject's pytest options name it, also for `pytest -m gpu`). Run from the repository root on the CPU machine, the project's virtual environment
-# active (DeepSpeed's build imports torch), in about a minute:
+# zero3.yaml) and pytest-xdist (pyproject's pytest options name it, `pytest -m gpu` too). Run
+# from the repository root on the CPU machine, the project's virtual environment active
+# (DeepSpeed's build imports torch), in about a minute:
 #     bash scripts/gpu_extras.sh
 # It fills .gpu/c3/ (~13 MiB, git-ignored with .gpu/) with py3.12 wheels and install.sh. On the
 # GPU machine, after chunks 1 and 2, carry .gpu/c3 too and run
