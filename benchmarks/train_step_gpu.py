@@ -49,13 +49,17 @@ from profile_summary import profiled
 from shapes import saved_shaped_model
 from transformers import TrainerCallback
 
+from games.spy import SpyConfig
+
 ROOT = Path(__file__).resolve().parent.parent
 #: train.py's ``build``, loaded from its file (a script, not an installed module)
 build = runpy.run_path(str(ROOT / "train.py"))["build"]
 LORA = {"7b": True, "3b": False}  # LoRA on the 7B shape, full fine-tuning of the 3B
 PAPER_A100_HOURS = 127
-#: rows a four-player game gives a decision step, by env.decision (games/spy.py)
-DECISION_ROWS = {"observer": 8, "civilians": 3}
+SPY = SpyConfig()  # the spy game as the benchmark plays it (its vote aside)
+CLUE_ROWS = SPY.num_players * SPY.num_rounds  # rows a game gives a clue step
+#: rows a game gives a decision step, by env.decision: the observer's samples, the civilians' votes
+DECISION_ROWS = {"observer": SPY.observer_samples, "civilians": SPY.num_players - SPY.num_spies}
 
 
 class PeakMemory:
@@ -171,9 +175,9 @@ def main() -> None:
     args = parser.parse_args()
     folder = saved_shaped_model(args.shape,
                                 args.model_folder or Path(f"/tmp/zeroplay-{args.shape}"))
-    rows, round_games = 8 * args.games, args.round_games or args.games
+    rows, round_games = CLUE_ROWS * args.games, args.round_games or args.games
     if rows % args.micro_batch:
-        raise SystemExit(f"8 x --games ({rows}) must be a multiple of --micro-batch")
+        raise SystemExit(f"{CLUE_ROWS} x --games ({rows}) must be a multiple of --micro-batch")
     # the language model's linear layers (Qwen2-VL's vision tower names its own differently)
     lora = ("+model.lora={r: 64, lora_alpha: 128, target_modules: "
             "[q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]}")
@@ -225,7 +229,7 @@ def main() -> None:
           f"(weight push to vLLM included); peak GPU memory "
           f"{max(s['peak_gib'] for s in timer.steps):.1f} GiB")
     for stage, rows_a_game, target in (("decision", DECISION_ROWS[args.decision], 2.5),
-                                       ("clue", 8, 4)):
+                                       ("clue", CLUE_ROWS, 4)):
         step = 128 * (per_game + rows_a_game * per_row)
         print(f"projection, {stage} stage ({args.decision} vote): a step of 128 games = "
               f"{step:.0f} s; 100 steps = "

@@ -38,10 +38,15 @@ if "PYTEST_XDIST_WORKER" in os.environ:  # set before any test imports torch or 
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, _mine)))
 
 
+def is_gpu_run(config: pytest.Config) -> bool:
+    """Whether this run selects the GPU tests (``pytest -m gpu``)."""
+    return config.option.markexpr.strip() == "gpu"
+
+
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``-n auto``: two workers (one per core on the 2-core machines the suite is sized for), or
-    none for a GPU run (``-m gpu``), whose tests share one GPU."""
-    if config.option.markexpr.strip() == "gpu":
+    none for a GPU run, whose tests share one GPU."""
+    if is_gpu_run(config):
         return 0
     return min(2, len(usable_cores()))
 
@@ -83,9 +88,8 @@ def default_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     it there or lose the race harmlessly)."""
     from agents.default_model import default_model_path
 
-    base = tmp_path_factory.getbasetemp()
     if "PYTEST_XDIST_WORKER" in os.environ:  # the workers' folders share a parent per session
-        return default_model_path(base.parent / "zeroplay-cache")
+        return default_model_path(tmp_path_factory.getbasetemp().parent / "zeroplay-cache")
     return default_model_path(tmp_path_factory.mktemp("zeroplay-cache"))
 
 
@@ -160,7 +164,7 @@ def spy_observations() -> list[dict]:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """A GPU run (``-m gpu``) that selected no test, or that sees no CUDA GPU, fails at once."""
-    if session.config.option.markexpr.strip() != "gpu":
+    if not is_gpu_run(session.config):
         return
     if not session.items:
         pytest.exit("`pytest -m gpu` selected no test", returncode=pytest.ExitCode.TESTS_FAILED)
