@@ -22,14 +22,15 @@ rows (up to ``--max-policy-lag`` steps later; selfplay.max_policy_lag).
 Printed per step: stage, games played, rows trained, seconds in rollouts and in the update (the
 weight push to vLLM included) and, of the update, in scoring the rows before the step (the
 reference model's log-probs, the images' pixels), and the peak GPU memory in use (all processes'
-allocations, sampled every 20 ms). From them: rollout seconds per game (the steps after the
-first, a warm-up, if any of them played games), update seconds per row (the steps after the
-first), and the projection for Vision-Zero's CLEVR recipe — 100 iterations of 128 four-player
-games, a step training 8 rows a game in the clue stage and, in the decision stage, as many as
-the game's vote gives (``--decision``: the recipe's observer samples 8 votes, the paper's three
-civilians vote once each) — against the paper's 127 A100-hours. The rollout seconds a game are
-those of the vote played: an observer's 8 votes cost more than 3 civilians'. ``--profile``
-records the steps after the first.
+allocations, sampled every 20 ms), then each round's games and seconds. From them: rollout
+seconds per game (the rounds after the first, a warm-up; a decision step with the civilians'
+votes plays three), update seconds per row (the steps after the first), and the projection for
+Vision-Zero's CLEVR recipe — 100 iterations of 128 four-player games, a step training 8 rows a
+game in the clue stage and, in the decision stage, as many as the game's vote gives
+(``--decision``: the recipe's observer samples 8 votes, the paper's three civilians vote once
+each) — against the paper's 127 A100-hours. The rollout seconds a game are those of the vote
+played: an observer's 8 votes cost more than 3 civilians'. ``--profile`` records the steps after
+the first.
 """
 
 from __future__ import annotations
@@ -94,8 +95,15 @@ class StepTimer(TrainerCallback):
 
     def __init__(self, trainer: Any, selfplay: Any, memory: PeakMemory):
         self.selfplay, self.memory, self.steps = selfplay, memory, []
+        self.rounds: list[tuple[int, float]] = []  # (games, seconds) of every round played
         self.rollout_seconds = self.scoring_seconds = 0.0
         rows, score = trainer.rows, trainer._generate_and_score_completions
+        play_round = selfplay._play_round
+
+        def timed_round(*args: Any) -> Any:
+            played = play_round(*args)
+            self.rounds.append((played.games, played.seconds))
+            return played
 
         def timed_rows(count: int) -> Any:
             started, games = time.perf_counter(), selfplay.games_played
@@ -116,6 +124,7 @@ class StepTimer(TrainerCallback):
             return out
 
         trainer.rows, trainer._generate_and_score_completions = timed_rows, timed_scoring
+        selfplay._play_round = timed_round
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.started, self.games = time.perf_counter(), self.selfplay.games_played
@@ -160,6 +169,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--micro-batch", type=int, default=8)
+    parser.add_argument("--scoring-batch", type=int, default=None,
+                        help="trainer.scoring_batch_size: rows a no-grad pass runs at once "
+                             "(default: --micro-batch)")
     parser.add_argument("--gradient-checkpointing", choices=["on", "off"], default="on",
                         help="recompute activations in the backward pass (less memory)")
     parser.add_argument("--gpu-memory", type=float, default=0.4,
@@ -191,6 +203,7 @@ def main() -> None:
         f"sampling.max_tokens={args.max_tokens}", "trainer=gpu",
         f"trainer.max_steps={args.steps}", "+trainer.save_strategy=no", "trainer.report_to=none",
         f"trainer.per_device_train_batch_size={args.micro_batch}",
+        f"trainer.scoring_batch_size={args.scoring_batch or 'null'}",
         f"trainer.gradient_checkpointing={args.gradient_checkpointing == 'on'}",
         f"trainer.gradient_accumulation_steps={rows // args.micro_batch}",
         f"selfplay.games_per_round={round_games}",
@@ -213,21 +226,26 @@ def main() -> None:
     print(f"\n{args.shape}-shaped, {'LoRA' if LORA[args.shape] else 'full'}, "
           f"{round_games} games a round, max policy lag "
           f"{args.max_policy_lag}, {args.max_tokens} tokens a turn, {rows} rows a step, "
-          f"micro-batch {args.micro_batch}, gradient checkpointing {args.gradient_checkpointing}")
+          f"micro-batch {args.micro_batch} (scoring {args.scoring_batch or args.micro_batch}), "
+          f"gradient checkpointing {args.gradient_checkpointing}")
     print(f"{'step':>4} {'stage':>9} {'games':>5} {'rows':>5} {'rollout s':>9} {'update s':>8} "
           f"{'of it scoring s':>15} {'peak GiB':>8}")
     for s in timer.steps:
         print(f"{s['step']:>4} {s['stage']:>9} {s['games']:>5} {s['rows']:>5} "
               f"{s['rollout_s']:>9.1f} {s['update_s']:>8.1f} {s['scoring_s']:>15.1f} "
               f"{s['peak_gib']:>8.1f}")
-    # the steps after the first (a warm-up), or all if none after it played games
-    played = [s for s in timer.steps[1:] if s["games"]] or timer.steps
-    per_game = sum(s["rollout_s"] for s in played) / sum(s["games"] for s in played)
+    print("rounds (games, seconds): "
+          + ", ".join(f"{games} {seconds:.1f}" for games, seconds in timer.rounds))
+    # the rounds after the first (a warm-up: the engine's first requests), or all if it was alone
+    warm = timer.rounds[1:] or timer.rounds
+    per_game = sum(seconds for _, seconds in warm) / sum(games for games, _ in warm)
+    every_round = sum(s["rollout_s"] for s in timer.steps) / sum(s["games"] for s in timer.steps)
+    # the update: the steps after the first (a warm-up), or the first if it was alone
     timed = timer.steps[1:] or timer.steps
     per_row = sum(s["update_s"] for s in timed) / sum(s["rows"] for s in timed)
-    print(f"rollouts {per_game:.3f} s a game, updates {per_row:.3f} s a row "
-          f"(weight push to vLLM included); peak GPU memory "
-          f"{max(s['peak_gib'] for s in timer.steps):.1f} GiB")
+    print(f"rollouts {per_game:.3f} s a game (rounds after the first; all steps' rollouts: "
+          f"{every_round:.3f}), updates {per_row:.3f} s a row (weight push to vLLM included); "
+          f"peak GPU memory {max(s['peak_gib'] for s in timer.steps):.1f} GiB")
     for stage, rows_a_game, target in (("decision", DECISION_ROWS[args.decision], 2.5),
                                        ("clue", CLUE_ROWS, 4)):
         step = 128 * (per_game + rows_a_game * per_row)

@@ -90,6 +90,8 @@ def test_model_dtype_and_lora():
                                    "own groups"),
     ("trainer.importance_cap=0.5", "trainer.importance_cap must be >= 1, got 0.5"),
     ("trainer.importance_cap=big", "trainer.importance_cap must be a number"),
+    ("+trainer.scoring_batch_size=0", "trainer.scoring_batch_size must be >= 1, got 0"),
+    ("+trainer.scoring_batch_size=2.5", "trainer.scoring_batch_size must be an integer or null"),
     ("trainer.beta=-0.1", "trainer.beta must be >= 0, got -0.1"),
     ("trainer.epsilon=0", "trainer.epsilon must be > 0, got 0"),
     ("trainer.save_steps=0", "trainer.save_steps must be > 0, and whole when >= 1, got 0"),

@@ -434,13 +434,16 @@ def test_rows_rotated_past_their_left_padding_give_trls_masked_log_probs_and_gra
         torch.testing.assert_close(grad, their_grads[name], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize(("scoring_batch_size", "passes"), [(None, 4), (4, 2)])
 def test_reference_log_probs_by_micro_batch_of_similar_rows_equal_the_full_width_ones(
-        played, tmp_path, monkeypatch):
-    """The reference pass runs micro-batches of rows of similar length, each on its own width:
-    the same log-probs as one pass over the batch padded to its longest row."""
+        played, tmp_path, monkeypatch, scoring_batch_size, passes):
+    """The reference pass runs micro-batches (of the training's size unless
+    ``scoring_batch_size`` says otherwise) of rows of similar length, each on its own width: the
+    same log-probs as one pass over the batch padded to its longest row."""
     model, processor, rows = played
     trainer = make_trainer(model, processor, rows, tmp_path, beta=0.04,
-                           per_device_train_batch_size=2, gradient_accumulation_steps=4)
+                           per_device_train_batch_size=2, gradient_accumulation_steps=4,
+                           scoring_batch_size=scoring_batch_size)
     widths = []
     logps_of = trainer._get_per_token_logps_and_entropies
 
@@ -452,7 +455,7 @@ def test_reference_log_probs_by_micro_batch_of_similar_rows_equal_the_full_width
     batch = trainer._generate_and_score_completions([{}] * 8)
     monkeypatch.undo()
     full_width = batch["prompt_ids"].size(1) + batch["completion_ids"].size(1)
-    assert len(widths) == 4 and min(widths) < full_width
+    assert len(widths) == passes and min(widths) < full_width
     mask = batch["completion_mask"].bool()
     torch.testing.assert_close(batch["ref_per_token_logps"][mask],
                                trl_logprobs(trainer, batch, trainer.ref_model)[mask],
@@ -495,7 +498,7 @@ def test_micro_batches_of_similar_rows_give_the_shuffled_ones_step(played, tmp_p
     assert not config._micro_batches_by_length
 
 
-def test_the_config_sets_trl_group_size_itself_and_checks_the_cap(tmp_path):
+def test_the_config_sets_trl_group_size_itself_and_checks_its_own_options(tmp_path):
     def config(**options):
         return TrajectoryGRPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none",
                                     **options)
@@ -509,6 +512,8 @@ def test_the_config_sets_trl_group_size_itself_and_checks_the_cap(tmp_path):
         config(num_generations=4)
     with pytest.raises(ValueError, match="importance_cap must be >= 1"):
         config(importance_cap=0.5)
+    with pytest.raises(ValueError, match="scoring_batch_size must be >= 1"):
+        config(scoring_batch_size=0)
 
 
 def test_the_private_trl_surface_the_trainer_relies_on_is_there():

@@ -5,10 +5,11 @@ is allowed.
 - ``model``: ``path`` is null (the tiny player), ``tiny-random``, a local folder holding a
   ``config.json`` or a hub id ``owner/name`` (downloaded on the machine that trains); ``dtype``;
   ``lora`` a mapping or null.
-- ``trainer``: every field is one of the installed TRL's ``GRPOConfig`` or ``importance_cap``
-  (:class:`trainers.grpo.TrajectoryGRPOConfig`'s own; read from its source,
-  :mod:`trainers.grpo_fields`; an unknown one is named with the closest field names), of the type
-  its annotation allows and, for the fields train.py relies on, in range.
+- ``trainer``: every field is one of the installed TRL's ``GRPOConfig`` (read from its source,
+  :mod:`trainers.grpo_fields`) or :class:`trainers.grpo.TrajectoryGRPOConfig`'s own
+  (``importance_cap``, ``scoring_batch_size``); an unknown one is named with the closest field
+  names; each of the type its annotation allows and, for the fields train.py relies on, in
+  range.
 - ``selfplay``, ``sampling`` (:class:`agents.model.SamplingConfig`'s own checks), ``seed``,
   ``agent`` (the policy's backend and its config file's options) and ``env`` (the game's config
   class checks its options: :func:`envs.registry.configure`).
@@ -52,7 +53,11 @@ SET_BY_TRAIN = {"output_dir": "hydra.run.dir (checkpoints go to its checkpoints/
                 "num_generations": "the games' own groups (selfplay.repeats, the spy's roles, "
                                    "selfplay.questions_per_image)"}
 #: Fields that :class:`trainers.grpo.TrajectoryGRPOConfig` adds to TRL's ``GRPOConfig``.
-TRAJECTORY_FIELDS = {"importance_cap": GRPOField("importance_cap", "float", frozenset({"float"}))}
+TRAJECTORY_FIELDS = {
+    "importance_cap": GRPOField("importance_cap", "float", frozenset({"float"})),
+    "scoring_batch_size": GRPOField("scoring_batch_size", "int | None",
+                                    frozenset({"int", "None"})),
+}
 #: Ranges of the trainer fields train.py relies on (their types come from ``GRPOConfig``).
 #: ``*_steps`` below 1 are fractions of ``max_steps`` (transformers' rule).
 TRAINER_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
@@ -61,6 +66,7 @@ TRAINER_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
     "per_device_train_batch_size": (">= 1", lambda value: value >= 1),
     "gradient_accumulation_steps": (">= 1", lambda value: value >= 1),
     "importance_cap": (">= 1", lambda value: value >= 1),
+    "scoring_batch_size": (">= 1", lambda value: value >= 1),
     "beta": (">= 0", lambda value: value >= 0),
     "epsilon": ("> 0", lambda value: value > 0),
     "warmup_steps": (">= 0", lambda value: value >= 0),

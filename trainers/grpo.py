@@ -71,7 +71,8 @@ def rewards_come_from_the_games(**_: Any) -> list[float]:
 
 @dataclass
 class TrajectoryGRPOConfig(GRPOConfig):
-    """TRL's ``GRPOConfig`` for rows played elsewhere: ``importance_cap`` added, and
+    """TRL's ``GRPOConfig`` for rows played elsewhere: ``importance_cap`` and
+    ``scoring_batch_size`` added, and
     ``num_generations`` not set by the user, since the games make the GRPO groups (each recipe's
     own: the spy's roles, the duel's questions per image, ``selfplay.repeats``); it is set to
     the smallest count that passes TRL's checks on the batch."""
@@ -80,6 +81,10 @@ class TrajectoryGRPOConfig(GRPOConfig):
         "help": "Largest importance weight exp(trainer - sampler log-prob) of a token."})
     num_generations: int | None = field(default=None, metadata={
         "help": "Set from the batch size; the games make the groups."})
+    scoring_batch_size: int | None = field(default=None, metadata={
+        "help": "Rows a no-grad pass (the reference's log-probs; the importance weights when "
+                "computed apart from the loss) runs at once; None: per_device_train_batch_size. "
+                "Such a pass keeps no activations for a backward pass, so larger ones fit."})
 
     def __post_init__(self) -> None:
         if self.num_generations is not None:
@@ -89,6 +94,9 @@ class TrajectoryGRPOConfig(GRPOConfig):
         if not self.importance_cap >= 1.0:
             raise ValueError(f"importance_cap must be >= 1 (1 = no token up-weighted), got "
                              f"{self.importance_cap}")
+        if self.scoring_batch_size is not None and self.scoring_batch_size < 1:
+            raise ValueError(f"scoring_batch_size must be >= 1 (or None: the micro-batch), got "
+                             f"{self.scoring_batch_size}")
         batch = self.per_device_train_batch_size
         if batch < 2:  # TRL wants groups of 2 or more within its batch
             batch *= self.steps_per_generation or self.gradient_accumulation_steps
@@ -197,10 +205,11 @@ class TrajectoryGRPOTrainer(GRPOTrainer):
 
     def _logps_by_micro_batch(self, model: Any, batch: dict[str, Any]) -> torch.Tensor:
         """Per-token log-probs of ``batch``'s completions under ``model`` (no gradient), one
-        micro-batch of rows of similar length at a time, each without its all-padding columns."""
+        micro-batch (``scoring_batch_size`` rows) of rows of similar length at a time, each
+        without its all-padding columns."""
         per_row = split_pixel_values_by_grid(batch)
         logps = torch.zeros(batch["completion_ids"].shape, device=batch["completion_ids"].device)
-        size = self.args.per_device_train_batch_size
+        size = self.args.scoring_batch_size or self.args.per_device_train_batch_size
         for indices in _by_length(batch).split(size):
             part = _without_padding_columns(unsplit_pixel_values_by_grid(_rows(per_row, indices)))
             width = part["completion_ids"].size(1)
