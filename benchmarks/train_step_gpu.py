@@ -25,14 +25,13 @@ scoring the rows before the step (the reference model's log-probs, the images' p
 peak GPU memory in use (all processes' allocations, sampled every 20 ms), then each round's games
 and seconds. From them: rollout seconds per game (the rounds after the first, a warm-up; a
 decision step with the civilians' votes plays three) and per playing step outside its rounds
-(the sleep, the rows), update seconds per row (the steps after the first), and the projection
-for Vision-Zero's CLEVR recipe — 100 iterations of 128 four-player games, a step playing one
-round and training 8 rows a game in the clue stage and, in the decision stage, as many as the
-game's vote gives
-(``--decision``: the recipe's observer samples 8 votes, the paper's three civilians vote once
-each) — against the paper's 127 A100-hours. The rollout seconds a game are those of the vote
-played: an observer's 8 votes cost more than 3 civilians'. ``--profile`` records the steps after
-the first.
+(the sleep, the rows; the playing steps after the first if any), update seconds per row (the
+steps after the first), and the projection for Vision-Zero's CLEVR recipe — 100 iterations of
+128 four-player games, a step playing one round and training 8 rows a game in the clue stage
+and, in the decision stage, as many as the game's vote gives (``--decision``: the recipe's
+observer samples 8 votes, the paper's three civilians vote once each) — against the paper's 127
+A100-hours. The rollout seconds a game are those of the vote played: an observer's 8 votes cost
+more than 3 civilians'. ``--profile`` records the steps after the first.
 """
 
 from __future__ import annotations
@@ -98,13 +97,14 @@ class StepTimer(TrainerCallback):
     def __init__(self, trainer: Any, selfplay: Any, memory: PeakMemory):
         self.selfplay, self.memory, self.steps = selfplay, memory, []
         self.rounds: list[tuple[int, float]] = []  # (games, seconds) of every round played
-        self.rollout_seconds = self.scoring_seconds = self.sleep_seconds = 0.0
+        self.rollout_seconds = self.scoring_seconds = self.sleep_seconds = self.round_seconds = 0.0
         rows, score = trainer.rows, trainer._generate_and_score_completions
         play_round, sleep = selfplay._play_round, selfplay.after_rollouts
 
         def timed_round(*args: Any) -> Any:
             played = play_round(*args)
             self.rounds.append((played.games, played.seconds))
+            self.round_seconds += played.seconds
             return played
 
         def timed_rows(count: int) -> Any:
@@ -135,7 +135,7 @@ class StepTimer(TrainerCallback):
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.started, self.games = time.perf_counter(), self.selfplay.games_played
-        self.rollout_seconds = self.scoring_seconds = self.sleep_seconds = 0.0
+        self.rollout_seconds = self.scoring_seconds = self.sleep_seconds = self.round_seconds = 0.0
         self.memory.reset()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -144,7 +144,8 @@ class StepTimer(TrainerCallback):
         self.steps.append({"step": state.global_step, "stage": self.stage, "games": games,
                            "rows": args.per_device_train_batch_size
                            * args.gradient_accumulation_steps,
-                           "rollout_s": self.rollout_seconds, "sleep_s": self.sleep_seconds,
+                           "rollout_s": self.rollout_seconds, "rounds_s": self.round_seconds,
+                           "sleep_s": self.sleep_seconds,
                            "update_s": seconds - self.rollout_seconds,
                            "scoring_s": self.scoring_seconds,
                            "peak_gib": self.memory.reset() / 2**30})
@@ -178,7 +179,7 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=8)
     parser.add_argument("--scoring-batch", type=int, default=None,
                         help="trainer.scoring_batch_size: rows a no-grad pass runs at once "
-                             "(default: --micro-batch)")
+                             "(default: trainer=gpu's)")
     parser.add_argument("--gradient-checkpointing", choices=["on", "off"], default="on",
                         help="recompute activations in the backward pass (less memory)")
     parser.add_argument("--gpu-memory", type=float, default=0.4,
@@ -210,12 +211,13 @@ def main() -> None:
         f"sampling.max_tokens={args.max_tokens}", "trainer=gpu",
         f"trainer.max_steps={args.steps}", "+trainer.save_strategy=no", "trainer.report_to=none",
         f"trainer.per_device_train_batch_size={args.micro_batch}",
-        f"trainer.scoring_batch_size={args.scoring_batch or 'null'}",
         f"trainer.gradient_checkpointing={args.gradient_checkpointing == 'on'}",
         f"trainer.gradient_accumulation_steps={rows // args.micro_batch}",
         f"selfplay.games_per_round={round_games}",
         f"selfplay.max_policy_lag={args.max_policy_lag}", "selfplay.schedule=alternate",
     ] + ([lora] if LORA[args.shape] else [])
+    if args.scoring_batch:
+        overrides.append(f"trainer.scoring_batch_size={args.scoring_batch}")
     with initialize_config_dir(str(ROOT / "configs"), version_base=None):
         cfg = compose("train", overrides=overrides)
     shutil.rmtree(args.out, ignore_errors=True)
@@ -233,7 +235,8 @@ def main() -> None:
     print(f"\n{args.shape}-shaped, {'LoRA' if LORA[args.shape] else 'full'}, "
           f"{round_games} games a round, max policy lag "
           f"{args.max_policy_lag}, {args.max_tokens} tokens a turn, {rows} rows a step, "
-          f"micro-batch {args.micro_batch} (scoring {args.scoring_batch or args.micro_batch}), "
+          f"micro-batch {args.micro_batch} (scoring "
+          f"{cfg.trainer.scoring_batch_size or args.micro_batch}), "
           f"gradient checkpointing {args.gradient_checkpointing}")
     print(f"{'step':>4} {'stage':>9} {'games':>5} {'rows':>5} {'rollout s':>9} "
           f"{'of it sleep s':>13} {'update s':>8} {'of it scoring s':>15} {'peak GiB':>8}")
@@ -246,10 +249,10 @@ def main() -> None:
     # the rounds after the first (a warm-up: the engine's first requests), or all if it was alone
     warm = timer.rounds[1:] or timer.rounds
     per_game = sum(seconds for _, seconds in warm) / sum(games for games, _ in warm)
-    # what a step that plays spends outside its rounds: the engine's sleep, the rows' advantages
-    playing = [s for s in timer.steps if s["games"]]
-    outside = (sum(s["rollout_s"] for s in playing)
-               - sum(seconds for _, seconds in timer.rounds)) / len(playing)
+    # what a step that plays spends outside its rounds (the engine's sleep, the rows'
+    # advantages): the playing steps after the first, or the first if none after it played
+    playing = [s for s in timer.steps[1:] if s["games"]] or timer.steps[:1]
+    outside = sum(s["rollout_s"] - s["rounds_s"] for s in playing) / len(playing)
     sleep = sum(s["sleep_s"] for s in playing) / len(playing)
     # the update: the steps after the first (a warm-up), or the first if it was alone
     timed = timer.steps[1:] or timer.steps
