@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import weakref
 
 import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
+from trl import GRPOConfig
 
 import envs
 from agents.model import SamplingConfig, banned_token_ids
 from agents.rollout import RolloutRunner
 from agents.transformers_agent import TransformersAgent
 from tests.model_checks import trainer_logprobs
+from trainers.config_checks import TRAJECTORY_FIELDS
 from trainers.grpo import TrajectoryGRPOConfig, TrajectoryGRPOTrainer
 from trainers.rows import TrainingRow
 
@@ -514,6 +517,12 @@ def test_the_config_sets_trl_group_size_itself_and_checks_its_own_options(tmp_pa
         config(importance_cap=0.5)
     with pytest.raises(ValueError, match="scoring_batch_size must be >= 1"):
         config(scoring_batch_size=0)
+
+
+def test_train_py_checks_know_every_option_the_config_adds_to_trls():
+    added = ({f.name for f in dataclasses.fields(TrajectoryGRPOConfig)}
+             - {f.name for f in dataclasses.fields(GRPOConfig)})
+    assert added == set(TRAJECTORY_FIELDS)
 
 
 def test_the_private_trl_surface_the_trainer_relies_on_is_there():
