@@ -91,8 +91,8 @@ class PeakMemory:
 
 
 class StepTimer(TrainerCallback):
-    """Per step: seconds in all, inside the row source (rollouts), in scoring the rows (rollouts
-    excluded), games, memory."""
+    """Per step: seconds in all, inside the row source (rollouts: its rounds, the engine's
+    sleep), in scoring the rows (rollouts excluded), games, memory; and every round played."""
 
     def __init__(self, trainer: Any, selfplay: Any, memory: PeakMemory):
         self.selfplay, self.memory, self.steps = selfplay, memory, []
