@@ -269,5 +269,6 @@ def main() -> None:
               f"{100 * step / 3600:.1f} {torch.cuda.get_device_name()} GPU-hours (target <= "
               f"{target}; the paper: {PAPER_A100_HOURS} A100-hours in all)")
 
+
 if __name__ == "__main__":
     main()

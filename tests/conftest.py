@@ -136,9 +136,8 @@ def default_model_server(default_model, tmp_path_factory: pytest.TempPathFactory
     """`vllm serve` of the default model with vLLM's development routes on (weight pushes), its
     output (the access log) in a file: a client of it and that file. One server for the session
     (for each xdist worker that runs such tests), because tests/test_vllm.py and
-    tests/test_server_mode.py would each start one (~40 s); the
-    tests that push weights into it push the default model's own back when they end
-    (tests/test_server_mode.py's ``server``)."""
+    tests/test_server_mode.py would each start one (~40 s); the tests that push weights into it
+    push the default model's own back when they end (tests/test_server_mode.py's ``server``)."""
     from tests.test_vllm import vllm_server  # imports vLLM
 
     log = tmp_path_factory.mktemp("server") / "vllm-serve.log"
