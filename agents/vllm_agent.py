@@ -104,7 +104,9 @@ class VLLMAgent(Agent):
         """Frees the engine's GPU memory until it is needed again: the KV cache dropped, the
         weights offloaded to the CPU or, with ``discard_weights`` (for a trainer that loads its
         own before the next generation: :meth:`load_weights`), dropped too, which saves copying
-        them out and back; needs ``sleep=True``."""
+        them out and back; needs ``sleep=True``. Weights pushed while it slept are freed too."""
+        if self._asleep == {"kv_cache"}:  # vLLM puts only a whole engine to sleep
+            self._wake({"kv_cache"})
         if not self._asleep:
             self.llm.sleep(level=2 if discard_weights else 1)
             self._asleep, self._weights_discarded = {"weights", "kv_cache"}, discard_weights

@@ -117,8 +117,8 @@ def test_sleep_frees_the_engine_and_it_wakes_on_pushed_weights(engine, default_m
                                                                 spy_observations):
     """Sleep gives back the engine's memory, keeping its weights on the CPU or dropping them
     (``discard_weights``: then it plays no more until weights are pushed); a push wakes only the
-    weights; the next generation wakes the KV cache and samples from the pushed weights (the
-    last test: it changes them)."""
+    weights, and sleeping again frees them (a training step without games); the next generation
+    wakes the KV cache and samples from the pushed weights (the last test: it changes them)."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -142,6 +142,12 @@ def test_sleep_frees_the_engine_and_it_wakes_on_pushed_weights(engine, default_m
                                            dtype=parameter.dtype), alpha=0.05)
         engine.load_weights(model.named_parameters())
         assert used_gib() < awake - 0.5 * ENGINE_SHARE * total  # the KV cache sleeps on
+        if discard_weights:  # a step without games: the pushed weights go back to sleep
+            engine.sleep(discard_weights=True)
+            assert used_gib() < asleep + 0.5, (asleep, used_gib())
+            with pytest.raises(RuntimeError, match="load_weights must come first"):
+                engine.act(spy_observations)
+            engine.load_weights(model.named_parameters())
         engine.seeds.__init__(0)
         after = engine.act(spy_observations)
         assert used_gib() > awake - 1  # all of it back
