@@ -105,7 +105,9 @@ class VLLMAgent(Agent):
         weights offloaded to the CPU or, with ``discard_weights`` (for a trainer that loads its
         own before the next generation: :meth:`load_weights`), dropped too, which saves copying
         them out and back; needs ``sleep=True``. Weights pushed while it slept are freed too."""
-        if self._asleep == {"kv_cache"}:  # vLLM puts only a whole engine to sleep
+        # weights pushed since it slept: vLLM 0.26 sleeps only a whole engine, so the KV cache
+        # wakes first
+        if self._asleep == {"kv_cache"}:
             self._wake({"kv_cache"})
         if not self._asleep:
             self.llm.sleep(level=2 if discard_weights else 1)
